@@ -1,0 +1,5 @@
+import sys
+
+from natprobe.cli import main
+
+sys.exit(main())

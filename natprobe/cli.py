@@ -1,0 +1,112 @@
+"""``natprobe SERVER[:PORT]``: what NAT is this host behind?"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+from collections.abc import Sequence
+
+from natprobe.probe import ProbeConfig, probe
+from stunproto.attributes import Address
+from stunproto.cli_logging import configure_logging
+
+DEFAULT_PORT = 3478
+
+
+class ArgumentError(Exception):
+    pass
+
+
+def resolve(text: str, default_port: int = DEFAULT_PORT) -> Address:
+    """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` to one IPv4/IPv6 address and port."""
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError as exc:
+        raise ArgumentError(f"bad port in {text!r}") from exc
+    if not 0 < port < 65536:
+        raise ArgumentError(f"port out of range in {text!r}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ArgumentError(f"cannot resolve {host!r}: {exc}") from exc
+    # Prefer IPv4: most NAT behaviour worth probing is IPv4's.
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    address = infos[0][4]
+    return str(address[0]), int(address[1])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="natprobe",
+        description=(
+            "Find out what NAT this host is behind: public address, mapping and filtering "
+            "behaviour (RFC 4787/5780), hairpinning, binding lifetime and the classic RFC "
+            "3489 type. Full results need a server with RFC 5780 support (two addresses, "
+            "e.g. our rendezvous with --alt-ip, or coturn with two -L)."
+        ),
+    )
+    parser.add_argument("server", help="STUN server, HOST[:PORT] (default port 3478)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--second-server",
+        metavar="HOST[:PORT]",
+        help="another STUN server: tests mapping when the first lacks RFC 5780",
+    )
+    parser.add_argument(
+        "--lifetime",
+        type=float,
+        metavar="MAX_SECONDS",
+        help="also measure the UDP binding lifetime, waiting at most this long",
+    )
+    parser.add_argument("--no-hairpin", action="store_true", help="skip the hairpinning test")
+    parser.add_argument("--local-ip", help="local address to send from")
+    parser.add_argument(
+        "--rto",
+        type=float,
+        default=ProbeConfig().initial_rto,
+        help="initial retransmission timeout in seconds before an RTT is measured",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(verbose=args.verbose)
+    try:
+        server = resolve(args.server)
+        second = resolve(args.second_server) if args.second_server else None
+        if args.lifetime is not None and not 0 < args.lifetime <= 3600:
+            raise ArgumentError("--lifetime must be between 0 and 3600 seconds")
+        if args.rto <= 0:
+            raise ArgumentError("--rto must be positive")
+    except ArgumentError as exc:
+        print(f"natprobe: {exc}", file=sys.stderr)
+        return 2
+    config = ProbeConfig(
+        hairpin=not args.no_hairpin,
+        lifetime_max=args.lifetime,
+        second_server=second,
+        local_ip=args.local_ip,
+        initial_rto=args.rto,
+    )
+    try:
+        report = asyncio.run(probe(server, config=config))
+    except OSError as exc:
+        print(f"natprobe: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(report.to_table())
+    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from rendezvous.cli import main
+
+sys.exit(main())

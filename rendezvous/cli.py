@@ -1,0 +1,142 @@
+"""``rendezvous``: the public service (for now the STUN server with RFC 5780 support)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from rendezvous.ratelimit import RateLimit
+from rendezvous.server import RendezvousServer
+from rendezvous.stun_service import StunServiceConfig
+from stunproto.attributes import Address
+from stunproto.cli_logging import configure_logging
+
+DEFAULT_PORT = 3478
+
+
+def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> Address:
+    """``IP``, ``IP:PORT`` or ``[IPv6]:PORT``."""
+    host, port = text, default_port
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            port = int(rest.removeprefix(":"))
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = int(port_text)
+    ipaddress.ip_address(host)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range: {port}")
+    return host, port
+
+
+def _endpoint_arg(text: str) -> Address:
+    try:
+        return parse_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an IP[:PORT]: {text!r} ({exc})") from exc
+
+
+def _ip_arg(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rendezvous",
+        description=(
+            "Public rendezvous service. Serves STUN Binding (RFC 8489/5389, RFC 3489 "
+            "compatible) and, with --alt-ip, RFC 5780 NAT behaviour discovery on four "
+            "sockets: primary and alternate IP, each with primary and alternate port."
+        ),
+    )
+    parser.add_argument(
+        "--listen",
+        type=_endpoint_arg,
+        default=("0.0.0.0", DEFAULT_PORT),
+        metavar="IP:PORT",
+        help="primary address (default 0.0.0.0:3478; give a concrete IP with --alt-ip)",
+    )
+    parser.add_argument(
+        "--alt-ip",
+        type=_ip_arg,
+        metavar="IP",
+        help="second IP of this host: enables CHANGE-REQUEST and OTHER-ADDRESS (RFC 5780)",
+    )
+    parser.add_argument(
+        "--alt-port",
+        type=int,
+        metavar="PORT",
+        help="alternate port (default: primary port + 1, as in RFC 3489)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=RateLimit().rate,
+        help="requests per second allowed per source IP (default %(default)s)",
+    )
+    parser.add_argument(
+        "--burst",
+        type=float,
+        default=RateLimit().burst,
+        help="burst size of the per-source limit (default %(default)s)",
+    )
+    parser.add_argument("--software", help="SOFTWARE attribute to put in responses")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument("--json-logs", action="store_true", default=None, help="force JSON logs")
+    parser.add_argument(
+        "--no-uvloop", action="store_true", help="use asyncio's default loop even if uvloop exists"
+    )
+    return parser
+
+
+def _loop_factory(no_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if no_uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve(config: StunServiceConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with RendezvousServer(config):
+        await stop.wait()
+    structlog.get_logger().info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(verbose=args.verbose, json=args.json_logs)
+    host, _ = args.listen
+    if args.alt_ip is not None and ipaddress.ip_address(host).is_unspecified:
+        print("rendezvous: --alt-ip needs a concrete --listen IP", file=sys.stderr)
+        return 2
+    config = StunServiceConfig(
+        primary=args.listen,
+        alternate_ip=args.alt_ip,
+        alternate_port=args.alt_port,
+        software=args.software,
+        rate_limit=RateLimit(rate=args.rate, burst=args.burst),
+    )
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory(args.no_uvloop)) as runner:
+            runner.run(_serve(config))
+    except OSError as exc:
+        print(f"rendezvous: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,54 @@
+"""Per-source token buckets with a bounded table, so the server cannot be used as a
+reflector/amplifier against a victim whose address a spoofer puts in the source field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    rate: float = 200.0  # sustained requests per second per source IP
+    burst: float = 400.0  # bucket size
+    max_sources: int = 65536  # bound on tracked sources (memory)
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.burst < 1 or self.max_sources < 1:
+            raise ValueError("rate must be positive, burst and max_sources at least 1")
+
+
+class SourceRateLimiter:
+    def __init__(self, limit: RateLimit) -> None:
+        self._limit = limit
+        # ip -> [tokens, last refill time]; a list to update in place on the hot path
+        self._buckets: dict[str, list[float]] = {}
+        self.dropped = 0
+
+    def allow(self, source_ip: str, now: float) -> bool:
+        bucket = self._buckets.get(source_ip)
+        limit = self._limit
+        if bucket is None:
+            if len(self._buckets) >= limit.max_sources:
+                self._evict()
+            self._buckets[source_ip] = [limit.burst - 1.0, now]
+            return True
+        tokens = bucket[0] + (now - bucket[1]) * limit.rate
+        if tokens > limit.burst:
+            tokens = limit.burst
+        bucket[1] = now
+        if tokens < 1.0:
+            bucket[0] = tokens
+            self.dropped += 1
+            return False
+        bucket[0] = tokens - 1.0
+        return True
+
+    def _evict(self) -> None:
+        # Drop the oldest half of the table (dicts keep insertion order). An evicted source
+        # restarts with a full bucket, so the worst case is one extra burst per eviction
+        # cycle, still bounded.
+        for key in list(self._buckets)[: max(1, len(self._buckets) // 2)]:
+            del self._buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -1,0 +1,74 @@
+"""asyncio adapter: binds the service's UDP sockets and moves datagrams in and out."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+import structlog
+
+from rendezvous.stun_service import StunService, StunServiceConfig
+from stunproto.attributes import Address
+
+log = structlog.get_logger()
+
+
+class _Socket(asyncio.DatagramProtocol):
+    def __init__(self, server: RendezvousServer, local: Address) -> None:
+        self._server = server
+        self._local = local
+        self._handle = server.service.handle
+        self._time = asyncio.get_running_loop().time
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        # Hot path: one call into the sans-I/O service, one send.
+        reply = self._handle(data, addr, self._local, self._time())  # type: ignore[arg-type]
+        if reply is not None:
+            self._server.transports[reply.local].sendto(reply.data, reply.destination)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors from earlier sends (a client went away) are routine for a UDP server.
+        pass
+
+
+class RendezvousServer:
+    """``async with RendezvousServer(config) as server:`` serves until the block exits."""
+
+    def __init__(self, config: StunServiceConfig) -> None:
+        self.service = StunService(config)
+        self.transports: dict[Address, asyncio.DatagramTransport] = {}
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for local in self.service.local_addresses:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda local=local: _Socket(self, local),  # type: ignore[misc]
+                    local_addr=local,
+                )
+                self.transports[local] = transport
+        except BaseException:
+            self.close()
+            raise
+        log.info(
+            "listening",
+            addresses=[f"{ip}:{port}" for ip, port in self.service.local_addresses],
+            rfc5780=self.service.has_alternate,
+        )
+
+    def close(self) -> None:
+        for transport in self.transports.values():
+            transport.close()
+        self.transports.clear()
+
+    async def __aenter__(self) -> RendezvousServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,32 @@
+"""Sans-I/O STUN: message codec (RFC 8489/5389 with RFC 3489 compatibility and RFC 5780
+attributes) and client transactions with RFC retransmission."""
+
+from stunproto.attributes import (
+    AttrType,
+    ChangeRequest,
+    ErrorCode,
+)
+from stunproto.errors import StunDecodeError
+from stunproto.message import (
+    MAGIC_COOKIE,
+    MessageClass,
+    Method,
+    StunMessage,
+    is_stun,
+    long_term_key,
+    new_transaction_id,
+)
+
+__all__ = [
+    "MAGIC_COOKIE",
+    "AttrType",
+    "ChangeRequest",
+    "ErrorCode",
+    "MessageClass",
+    "Method",
+    "StunDecodeError",
+    "StunMessage",
+    "is_stun",
+    "long_term_key",
+    "new_transaction_id",
+]

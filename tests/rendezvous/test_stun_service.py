@@ -1,0 +1,163 @@
+"""The sans-I/O STUN Binding service: RFC 5780 address selection, RFC 3489 framing, and the
+rules that keep it from being a reflector."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rendezvous.ratelimit import RateLimit
+from rendezvous.stun_service import StunService, StunServiceConfig
+from stunproto import AttrType, ChangeRequest, ErrorCode, MessageClass, Method, StunMessage
+from stunproto.message import new_transaction_id
+
+PRIMARY = ("203.0.113.10", 3478)
+ALT_IP = "203.0.113.11"
+CLIENT = ("198.51.100.20", 40000)
+
+
+def _service(alternate: bool = True, **kw: object) -> StunService:
+    return StunService(
+        StunServiceConfig(primary=PRIMARY, alternate_ip=ALT_IP if alternate else None, **kw)  # type: ignore[arg-type]
+    )
+
+
+def _request(*attrs: tuple[int, object], legacy: bool = False) -> StunMessage:
+    tid = os.urandom(16) if legacy else new_transaction_id()
+    if legacy and tid[:4] == bytes.fromhex("2112a442"):
+        tid = b"\x00" + tid[1:]
+    return StunMessage(Method.BINDING, MessageClass.REQUEST, tid, attrs)
+
+
+def _answer(service: StunService, request: StunMessage, local: tuple[str, int] = PRIMARY):
+    reply = service.handle(request.encode(), CLIENT, local, 0.0)
+    assert reply is not None
+    return reply, StunMessage.parse(reply.data)
+
+
+def test_four_sockets_with_alternate_port_defaulting_to_primary_plus_one() -> None:
+    assert _service().local_addresses == (
+        PRIMARY,
+        ("203.0.113.10", 3479),
+        (ALT_IP, 3478),
+        (ALT_IP, 3479),
+    )
+    assert _service(alternate=False).local_addresses == (PRIMARY,)
+
+
+def test_plain_binding_gets_mapped_origin_and_other_address() -> None:
+    request = _request()
+    reply, response = _answer(_service(), request)
+    assert reply.local == PRIMARY and reply.destination == CLIENT
+    assert response.transaction_id == request.transaction_id
+    assert response.message_class is MessageClass.SUCCESS
+    assert response.get(AttrType.XOR_MAPPED_ADDRESS) == CLIENT
+    assert response.get(AttrType.RESPONSE_ORIGIN) == PRIMARY
+    assert response.get(AttrType.OTHER_ADDRESS) == (ALT_IP, 3479)
+    assert AttrType.FINGERPRINT in response
+
+
+def test_fast_path_and_general_path_agree() -> None:
+    service = _service(software="test")
+    plain = _request()
+    _, fast = _answer(service, plain)
+    # Same request with an attribute that forces the general path.
+    _, general = _answer(service, _request((AttrType.CHANGE_REQUEST, ChangeRequest())))
+    strip = {AttrType.FINGERPRINT}
+    assert [a for a in fast.attributes if a[0] not in strip] == [
+        a for a in general.attributes if a[0] not in strip
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change_ip", "change_port", "expected_local"),
+    [
+        (True, True, (ALT_IP, 3479)),
+        (True, False, (ALT_IP, 3478)),
+        (False, True, ("203.0.113.10", 3479)),
+        (False, False, PRIMARY),
+    ],
+)
+def test_change_request_picks_the_source(
+    change_ip: bool, change_port: bool, expected_local: tuple[str, int]
+) -> None:
+    request = _request((AttrType.CHANGE_REQUEST, ChangeRequest(change_ip, change_port)))
+    reply, response = _answer(_service(), request)
+    assert reply.local == expected_local
+    assert reply.destination == CLIENT
+    assert response.get(AttrType.RESPONSE_ORIGIN) == expected_local
+    # OTHER-ADDRESS describes the address the request arrived on.
+    assert response.get(AttrType.OTHER_ADDRESS) == (ALT_IP, 3479)
+
+
+def test_change_request_from_the_alternate_socket_goes_back_to_primary() -> None:
+    request = _request((AttrType.CHANGE_REQUEST, ChangeRequest(True, True)))
+    reply, response = _answer(_service(), request, local=(ALT_IP, 3479))
+    assert reply.local == PRIMARY
+    assert response.get(AttrType.OTHER_ADDRESS) == PRIMARY
+
+
+def test_rfc3489_request_gets_rfc3489_attributes() -> None:
+    request = _request((AttrType.CHANGE_REQUEST, ChangeRequest(False, True)), legacy=True)
+    _reply, response = _answer(_service(), request)
+    assert response.transaction_id == request.transaction_id
+    assert response.legacy
+    assert response.get(AttrType.MAPPED_ADDRESS) == CLIENT
+    assert response.get(AttrType.SOURCE_ADDRESS) == ("203.0.113.10", 3479)
+    assert response.get(AttrType.CHANGED_ADDRESS) == (ALT_IP, 3479)
+    assert AttrType.XOR_MAPPED_ADDRESS not in response
+    assert AttrType.FINGERPRINT not in response
+
+
+def test_response_port_changes_only_the_port() -> None:
+    reply, response = _answer(_service(), _request((AttrType.RESPONSE_PORT, 5555)))
+    assert reply.destination == (CLIENT[0], 5555)
+    assert response.get(AttrType.XOR_MAPPED_ADDRESS) == CLIENT
+
+
+def test_response_address_is_refused_not_honoured() -> None:
+    request = _request((AttrType.RESPONSE_ADDRESS, ("192.0.2.99", 9)), legacy=True)
+    reply, response = _answer(_service(), request)
+    assert reply.destination == CLIENT
+    assert response.message_class is MessageClass.ERROR
+    assert response.get(AttrType.ERROR_CODE).code == 420
+    assert response.get(AttrType.UNKNOWN_ATTRIBUTES) == (AttrType.RESPONSE_ADDRESS,)
+
+
+def test_change_request_without_alternate_address_is_420_and_no_other_address() -> None:
+    service = _service(alternate=False)
+    _, plain = _answer(service, _request())
+    assert AttrType.OTHER_ADDRESS not in plain
+    _, refused = _answer(service, _request((AttrType.CHANGE_REQUEST, ChangeRequest(True, False))))
+    assert refused.get(AttrType.ERROR_CODE) == ErrorCode(420, "Unknown Attribute")
+
+
+def test_padding_is_echoed_no_larger_than_the_request() -> None:
+    request = _request((AttrType.PADDING, bytes(500)))
+    data = request.encode()
+    reply = _service().handle(data, CLIENT, PRIMARY, 0.0)
+    assert reply is not None
+    assert StunMessage.parse(reply.data).get(AttrType.PADDING) == bytes(500)
+    assert len(reply.data) < len(data) + 100
+
+
+def test_unknown_method_is_bad_request_and_indications_are_ignored() -> None:
+    unknown = StunMessage(0x0FF, MessageClass.REQUEST, new_transaction_id())
+    _, response = _answer(_service(), unknown)
+    assert response.get(AttrType.ERROR_CODE).code == 400
+    indication = StunMessage(Method.BINDING, MessageClass.INDICATION, new_transaction_id())
+    assert _service().handle(indication.encode(), CLIENT, PRIMARY, 0.0) is None
+    assert _service().handle(b"\xff" * 40, CLIENT, PRIMARY, 0.0) is None
+    assert _service().handle(b"\x00\x01\x00\x04" + bytes(16), CLIENT, PRIMARY, 0.0) is None
+
+
+def test_rate_limit_per_source() -> None:
+    service = _service(rate_limit=RateLimit(rate=10, burst=5))
+    data = _request().encode()
+    answered = [service.handle(data, CLIENT, PRIMARY, 0.0) is not None for _ in range(8)]
+    assert answered == [True] * 5 + [False] * 3
+    # Another source is unaffected, and the first recovers as tokens refill.
+    assert service.handle(data, ("198.51.100.21", 1), PRIMARY, 0.0) is not None
+    assert service.handle(data, CLIENT, PRIMARY, 0.1) is not None
+    assert service.limiter.dropped == 3
