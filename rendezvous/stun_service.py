@@ -91,10 +91,19 @@ class StunService:
         self._tails = {local: self._constant_tail(local) for local in self.local_addresses}
 
     def other_address(self, local: Address) -> Address | None:
-        """RFC 5780 OTHER-ADDRESS: the address differing in both IP and port."""
+        """OTHER-ADDRESS (RFC 5780) and CHANGED-ADDRESS (RFC 3489): the server's alternate
+        address, or its primary one for a request that arrived on the alternate address.
+
+        Read literally, RFC 5780 7.4 would answer a request on (alternate IP, primary port)
+        with (primary IP, alternate port). coturn answers with the alternate address, and
+        clients depend on it: turnutils_natdiscovery sends its test III to the OTHER-ADDRESS
+        of the test II response and, given the literal answer, reports an address-dependent
+        mapping as address-and-port-dependent. We answer as coturn does.
+        """
         if not self.has_alternate:
             return None
-        return self._changed(local, change_ip=True, change_port=True)
+        alternate = self.local_addresses[3]
+        return self.config.primary if local == alternate else alternate
 
     def _changed(self, local: Address, *, change_ip: bool, change_port: bool) -> Address:
         ip, port = local
@@ -185,7 +194,8 @@ class StunService:
         if padding is not None:
             # RFC 5780 section 7.6: echo the same amount, never more than the request carried.
             attrs.append((AttrType.PADDING, bytes(len(padding))))
-        if self.config.software:
+        if self.config.software and not request.legacy:
+            # RFC 3489 parsers (pystun3, Vovida stun) assume 4-aligned attribute lengths.
             attrs.append((AttrType.SOFTWARE, self.config.software))
         reply = request.reply(MessageClass.SUCCESS, *attrs)
         return reply.encode(fingerprint=not request.legacy)
@@ -210,6 +220,12 @@ class StunService:
         error: ErrorCode,
         unknown: tuple[int, ...] = (),
     ) -> Reply:
+        if request.legacy:
+            # RFC 3489 11.2.9/11.2.10: reason padded with spaces and an even count of unknown
+            # attributes, so that every length is a multiple of four.
+            error = ErrorCode(error.code, error.reason + " " * (-len(error.reason) % 4))
+            if len(unknown) % 2:
+                unknown = (*unknown, unknown[-1])
         attrs: list[tuple[int, object]] = [(AttrType.ERROR_CODE, error)]
         if unknown:
             attrs.append((AttrType.UNKNOWN_ATTRIBUTES, unknown))

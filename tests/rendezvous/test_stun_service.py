@@ -122,7 +122,9 @@ def test_response_address_is_refused_not_honoured() -> None:
     assert reply.destination == CLIENT
     assert response.message_class is MessageClass.ERROR
     assert response.get(AttrType.ERROR_CODE).code == 420
-    assert response.get(AttrType.UNKNOWN_ATTRIBUTES) == (AttrType.RESPONSE_ADDRESS,)
+    # RFC 3489 framing: lengths stay multiples of four for old parsers.
+    assert response.get(AttrType.UNKNOWN_ATTRIBUTES) == (AttrType.RESPONSE_ADDRESS,) * 2
+    assert all(len(value) % 4 == 0 for value in _raw_lengths(reply.data))
 
 
 def test_change_request_without_alternate_address_is_420_and_no_other_address() -> None:
@@ -161,3 +163,21 @@ def test_rate_limit_per_source() -> None:
     assert service.handle(data, ("198.51.100.21", 1), PRIMARY, 0.0) is not None
     assert service.handle(data, CLIENT, PRIMARY, 0.1) is not None
     assert service.limiter.dropped == 3
+
+
+def test_other_address_is_the_alternate_address_wherever_the_request_arrived() -> None:
+    # As coturn does, which turnutils_natdiscovery relies on for its test III.
+    for local in (PRIMARY, ("203.0.113.10", 3479), (ALT_IP, 3478)):
+        _, response = _answer(_service(), _request(), local=local)
+        assert response.get(AttrType.OTHER_ADDRESS) == (ALT_IP, 3479)
+    _, response = _answer(_service(), _request(), local=(ALT_IP, 3479))
+    assert response.get(AttrType.OTHER_ADDRESS) == PRIMARY
+
+
+def _raw_lengths(data: bytes) -> list[bytes]:
+    values, pos = [], 20
+    while pos < len(data):
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        values.append(data[pos + 4 : pos + 4 + length])
+        pos += 4 + length + (-length % 4)
+    return values

@@ -1,0 +1,5 @@
+import sys
+
+from natlab.cli import main
+
+sys.exit(main())
