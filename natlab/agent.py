@@ -88,14 +88,19 @@ class UdpSocket:
     def sendto(self, data: str, addr: Addr, count: int = 1) -> None:
         self.agent.call(op="send", sock=self.sid, to=list(addr), data=data, count=count)
 
-    def recv_many(self, timeout: float, max: int = 1_000_000, idle: float | None = None
-                  ) -> list[Packet]:
+    def recv_many(
+        self, timeout: float, max: int = 1_000_000, idle: float | None = None
+    ) -> list[Packet]:
         """Datagrams arriving within `timeout`, then until `idle` s of silence."""
         idle = timeout if idle is None else idle
         resp = self.agent.call(
             # While datagrams keep arriving the agent keeps reading.
             wait=timeout if max == 1 else timeout + 60.0,
-            op="recv", sock=self.sid, timeout=timeout, idle=idle, max=max,
+            op="recv",
+            sock=self.sid,
+            timeout=timeout,
+            idle=idle,
+            max=max,
         )
         return [Packet(p["data"], (p["src"][0], int(p["src"][1]))) for p in resp["packets"]]
 

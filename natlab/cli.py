@@ -22,8 +22,13 @@ KINDS = [k.value for k in NatKind]
 
 
 def _spec(kind: str, args: argparse.Namespace) -> NatSpec:
-    return NatSpec(kind=NatKind(kind), binding_timeout=args.binding_timeout, loss=args.loss,
-                   hairpin=args.hairpin, wan_firewall=not args.no_wan_firewall)
+    return NatSpec(
+        kind=NatKind(kind),
+        binding_timeout=args.binding_timeout,
+        loss=args.loss,
+        hairpin=args.hairpin,
+        wan_firewall=not args.no_wan_firewall,
+    )
 
 
 def _build(args: argparse.Namespace) -> Lab:
@@ -64,10 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="natlab", description="real-kernel NAT lab")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="build a lab, print it as JSON, keep it until Ctrl-C")
-    up.add_argument("--topology", choices=["two-nats", "same-lan", "double-nat"],
-                    default="two-nats")
-    up.add_argument("--a", default="port-restricted-cone", choices=KINDS,
-                    help="NAT kind for host a (same-lan: the shared NAT)")
+    up.add_argument(
+        "--topology", choices=["two-nats", "same-lan", "double-nat"], default="two-nats"
+    )
+    up.add_argument(
+        "--a",
+        default="port-restricted-cone",
+        choices=KINDS,
+        help="NAT kind for host a (same-lan: the shared NAT)",
+    )
     up.add_argument("--b", default="port-restricted-cone", choices=KINDS)
     up.add_argument("--cgn", default="port-restricted-cone", choices=KINDS)
     up.add_argument("--binding-timeout", type=int, default=30)
@@ -80,7 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("netns", help="namespace name as printed by `natlab up`")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     ex.set_defaults(func=cmd_exec)
+    demo = sub.add_parser(
+        "demo",
+        help="a NAT of every kind, our rendezvous server, and natprobe's verdict for each",
+    )
+    demo.add_argument("--no-hairpin", action="store_true", help="NATs without hairpinning")
+    demo.set_defaults(func=cmd_demo)
     return p
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from natlab.demo import run_demo
+
+    return run_demo(hairpin=not args.no_hairpin)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     structlog.configure(
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if os.environ.get("NATLAB_DEBUG") else logging.INFO),
+            logging.DEBUG if os.environ.get("NATLAB_DEBUG") else logging.INFO
+        ),
     )
     args = build_parser().parse_args(argv)
     try:

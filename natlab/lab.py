@@ -63,10 +63,28 @@ class Lab:
         lab = cls("two-nats")
         with lab._building():
             inet = lab._internet()
-            lab._site("a", a, "nat_a", inet, NAT_PUBLIC_IPS["nat_a"], INTERNET_PREFIX,
-                      None, "10.0.1", OPEN_HOST_IPS["a"])
-            lab._site("b", b, "nat_b", inet, NAT_PUBLIC_IPS["nat_b"], INTERNET_PREFIX,
-                      None, "10.0.2", OPEN_HOST_IPS["b"])
+            lab._site(
+                "a",
+                a,
+                "nat_a",
+                inet,
+                NAT_PUBLIC_IPS["nat_a"],
+                INTERNET_PREFIX,
+                None,
+                "10.0.1",
+                OPEN_HOST_IPS["a"],
+            )
+            lab._site(
+                "b",
+                b,
+                "nat_b",
+                inet,
+                NAT_PUBLIC_IPS["nat_b"],
+                INTERNET_PREFIX,
+                None,
+                "10.0.2",
+                OPEN_HOST_IPS["b"],
+            )
         return lab
 
     @classmethod
@@ -79,8 +97,9 @@ class Lab:
                 for h in ("a", "b"):
                     lab._host(h, inet, OPEN_HOST_IPS[h], INTERNET_PREFIX, None)
             else:
-                lan = lab._router("nat", nat, inet, NAT_PUBLIC_IPS["nat"], INTERNET_PREFIX,
-                                  None, "10.0.1")
+                lan = lab._router(
+                    "nat", nat, inet, NAT_PUBLIC_IPS["nat"], INTERNET_PREFIX, None, "10.0.1"
+                )
                 lab._host("a", lan, "10.0.1.2", 24, "10.0.1.1")
                 lab._host("b", lan, "10.0.1.3", 24, "10.0.1.1")
         return lab
@@ -93,10 +112,23 @@ class Lab:
             inet = lab._internet()
             if cgn.kind is NatKind.OPEN:  # degenerate: homes directly on the internet
                 carrier, pub_a, pub_b, plen, gw = (
-                    inet, NAT_PUBLIC_IPS["nat_a"], NAT_PUBLIC_IPS["nat_b"], INTERNET_PREFIX, None)
+                    inet,
+                    NAT_PUBLIC_IPS["nat_a"],
+                    NAT_PUBLIC_IPS["nat_b"],
+                    INTERNET_PREFIX,
+                    None,
+                )
             else:
-                carrier = lab._router("cgn", cgn, inet, CGN_PUBLIC_IP, INTERNET_PREFIX, None,
-                                      CARRIER_NET, lan_prefix=CARRIER_PREFIX)
+                carrier = lab._router(
+                    "cgn",
+                    cgn,
+                    inet,
+                    CGN_PUBLIC_IP,
+                    INTERNET_PREFIX,
+                    None,
+                    CARRIER_NET,
+                    lan_prefix=CARRIER_PREFIX,
+                )
                 pub_a, pub_b = f"{CARRIER_NET}.2", f"{CARRIER_NET}.3"
                 plen, gw = CARRIER_PREFIX, f"{CARRIER_NET}.1"
             open_a = f"{CARRIER_NET}.12" if gw else OPEN_HOST_IPS["a"]
@@ -141,10 +173,14 @@ class Lab:
     # ------------------------------------------------------- runtime control
     def _router_script(self, router: Router, action: str, **env: str) -> None:
         assert router.spec is not None
-        full = {**router.spec.router_env(), "WAN_IF": router.wan_if, "LAN_IF": router.lan_if,
-                "WAN_IP": router.public_ip, **env}
-        router.run(["env", *(f"{k}={v}" for k, v in full.items()), "sh", str(ROUTER_SH),
-                    action])
+        full = {
+            **router.spec.router_env(),
+            "WAN_IF": router.wan_if,
+            "LAN_IF": router.lan_if,
+            "WAN_IP": router.public_ip,
+            **env,
+        }
+        router.run(["env", *(f"{k}={v}" for k, v in full.items()), "sh", str(ROUTER_SH), action])
 
     def flush_conntrack(self, router_name: str) -> None:
         """Forget every mapping on a router: conntrack table and cone state."""
@@ -172,8 +208,9 @@ class Lab:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -189,8 +226,9 @@ class Lab:
         def __enter__(self) -> None:
             pass
 
-        def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                     tb: TracebackType | None) -> None:
+        def __exit__(
+            self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+        ) -> None:
             # A half-built lab must not leak namespaces.
             if et is not None:
                 self.lab.close()
@@ -213,26 +251,35 @@ class Lab:
         sw.ip_cmd("link", "set", "br0", "up")
         # If br_netfilter is loaded on the host it defaults to on in new
         # namespaces; bridged frames must not traverse IP hooks.
-        sw.run(["sh", "-c", "for f in /proc/sys/net/bridge/bridge-nf-call-*; do "
-                "[ -e \"$f\" ] && echo 0 > \"$f\"; done; true"])
+        sw.run(
+            [
+                "sh",
+                "-c",
+                "for f in /proc/sys/net/bridge/bridge-nf-call-*; do "
+                '[ -e "$f" ] && echo 0 > "$f"; done; true',
+            ]
+        )
         self.switches[name] = sw
         self._ports[name] = 0
         return sw
 
-    def _attach(self, node: Node, switch: Node, ifname: str, addrs: list[str],
-                prefixlen: int) -> None:
+    def _attach(
+        self, node: Node, switch: Node, ifname: str, addrs: list[str], prefixlen: int
+    ) -> None:
         port = f"p{self._ports[switch.name]}"
         self._ports[switch.name] += 1
-        switch.ip_cmd("link", "add", port, "type", "veth", "peer", "name", ifname,
-                      "netns", node.netns)
+        switch.ip_cmd(
+            "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", node.netns
+        )
         switch.ip_cmd("link", "set", port, "master", "br0", "up")
         for addr in addrs:
             node.ip_cmd("addr", "add", f"{addr}/{prefixlen}", "dev", ifname)
         node.ip_cmd("link", "set", ifname, "up")
         node.ips.extend(addrs)
 
-    def _host(self, name: str, switch: Node, addr: str | list[str], prefixlen: int,
-              gateway: str | None) -> Node:
+    def _host(
+        self, name: str, switch: Node, addr: str | list[str], prefixlen: int, gateway: str | None
+    ) -> Node:
         host = Node(name, self.prefix + name)
         self._add_node(host)
         self._attach(host, switch, "eth0", [addr] if isinstance(addr, str) else addr, prefixlen)
@@ -247,12 +294,22 @@ class Lab:
         self._host("outside", inet, OUTSIDE_IP, INTERNET_PREFIX, None)
         return inet
 
-    def _router(self, name: str, spec: NatSpec, wan: Node, public_ip: str, wan_prefix: int,
-                wan_gw: str | None, lan_net: str, lan_prefix: int = 24) -> Node:
+    def _router(
+        self,
+        name: str,
+        spec: NatSpec,
+        wan: Node,
+        public_ip: str,
+        wan_prefix: int,
+        wan_gw: str | None,
+        lan_net: str,
+        lan_prefix: int = 24,
+    ) -> Node:
         """Create router `name` and its LAN switch; returns the LAN switch."""
         lan = self._switch(f"lan_{name}")
-        router = Router(name, self.prefix + name, spec=spec, public_ip=public_ip,
-                        lan_ip=f"{lan_net}.1")
+        router = Router(
+            name, self.prefix + name, spec=spec, public_ip=public_ip, lan_ip=f"{lan_net}.1"
+        )
         self._add_node(router)
         self._attach(router, wan, router.wan_if, [public_ip], wan_prefix)
         self._attach(router, lan, router.lan_if, [router.lan_ip], lan_prefix)
@@ -262,8 +319,18 @@ class Lab:
         self._router_script(router, "setup")
         return lan
 
-    def _site(self, host: str, spec: NatSpec, router: str, wan: Node, public_ip: str,
-              wan_prefix: int, wan_gw: str | None, lan_net: str, open_ip: str) -> None:
+    def _site(
+        self,
+        host: str,
+        spec: NatSpec,
+        router: str,
+        wan: Node,
+        public_ip: str,
+        wan_prefix: int,
+        wan_gw: str | None,
+        lan_net: str,
+        open_ip: str,
+    ) -> None:
         """Host `host` behind router `router`, or directly on `wan` if kind is open."""
         if spec.kind is NatKind.OPEN:
             self._host(host, wan, open_ip, wan_prefix, wan_gw)

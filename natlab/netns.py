@@ -23,9 +23,7 @@ def run(
     argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run a command in the root namespace, capturing output as text."""
-    proc = subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=timeout, check=False
-    )
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise LabError(
             f"command failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr.strip()}"

@@ -21,11 +21,17 @@ class Reflector:
     @classmethod
     def open(cls, lab: Lab) -> Reflector:
         agent = lab.agent("server")
-        return cls({(ip, port): agent.bind(port, ip)
-                    for ip in SERVER_IPS for port in (PRIMARY_PORT, ALT_PORT)})
+        return cls(
+            {
+                (ip, port): agent.bind(port, ip)
+                for ip in SERVER_IPS
+                for port in (PRIMARY_PORT, ALT_PORT)
+            }
+        )
 
-    def observe(self, client: UdpSocket, dest: Addr = (SERVER_IPS[0], PRIMARY_PORT),
-                timeout: float = 2.0) -> Addr:
+    def observe(
+        self, client: UdpSocket, dest: Addr = (SERVER_IPS[0], PRIMARY_PORT), timeout: float = 2.0
+    ) -> Addr:
         """Send from `client` to `dest`; return the source address the server saw."""
         tag = f"observe:{client.port}:{dest}"
         client.sendto(tag, dest)
@@ -35,9 +41,13 @@ class Reflector:
         return pkt.src
 
 
-def reachable(client: UdpSocket, probes: dict[str, tuple[UdpSocket, Addr]],
-              control: tuple[UdpSocket, Addr], timeout: float = 2.0,
-              settle: float = 0.3) -> set[str]:
+def reachable(
+    client: UdpSocket,
+    probes: dict[str, tuple[UdpSocket, Addr]],
+    control: tuple[UdpSocket, Addr],
+    timeout: float = 2.0,
+    settle: float = 0.3,
+) -> set[str]:
     """Labels of the probes that reached `client`.
 
     Each probe sender sends its label to its target; then `control` (a sender

@@ -115,8 +115,9 @@ def send_main(ip: str, port: int, bind_port: int, timeout: float) -> int:
     except TimeoutError:
         print(json.dumps({"local": list(s.getsockname()), "reply": None}))
         return 1
-    print(json.dumps({"local": list(s.getsockname()), "from": list(src),
-                      "reply": json.loads(data)}))
+    print(
+        json.dumps({"local": list(s.getsockname()), "from": list(src), "reply": json.loads(data)})
+    )
     return 0
 
 

@@ -68,8 +68,13 @@ class _Prober:
         self.server = server
         self.config = config
         self.local_ip = local_ip
+        # Until a round trip is measured: doubling capped at 2 RTO, so that an unreachable
+        # server is declared "udp-blocked" in seconds rather than RFC 8489's 39.5 s.
         self.answered = RetransmitPolicy(
-            rto=config.initial_rto, max_sends=config.answered_sends, final_wait=4.0
+            rto=config.initial_rto,
+            max_sends=config.answered_sends,
+            rto_max=2 * config.initial_rto,
+            final_wait=4.0,
         )
         self.silent = self.answered
         self.skipped: dict[str, str] = {}

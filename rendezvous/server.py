@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
+from typing import cast
 
 import structlog
 
-from rendezvous.stun_service import StunService, StunServiceConfig
+from rendezvous.stun_service import Reply, StunService, StunServiceConfig
 from stunproto.attributes import Address
 
 log = structlog.get_logger()
@@ -16,14 +17,22 @@ log = structlog.get_logger()
 class _Socket(asyncio.DatagramProtocol):
     def __init__(self, server: RendezvousServer, local: Address) -> None:
         self._server = server
-        self._local = local
-        self._handle = server.service.handle
+        self._respond = server.service.responder(local)
         self._time = asyncio.get_running_loop().time
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sendto = cast(asyncio.DatagramTransport, transport).sendto
+
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        # Hot path: one call into the sans-I/O service, one send.
-        reply = self._handle(data, addr, self._local, self._time())  # type: ignore[arg-type]
-        if reply is not None:
+        # Hot path: one call into the sans-I/O service, one send. A plain Binding answer
+        # comes back as bytes for the sender, anything else as a Reply.
+        reply = self._respond(data, addr, self._time())  # type: ignore[arg-type]
+        if reply is None:
+            return
+        if reply.__class__ is bytes:
+            self._sendto(reply, addr)
+        else:
+            assert isinstance(reply, Reply)
             self._server.transports[reply.local].sendto(reply.data, reply.destination)
 
     def error_received(self, exc: Exception) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ def test_every_service_has_image_or_dockerfile_and_command(compose: dict[str, An
             build = svc["build"]
             context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
             dockerfile = context / (
-                "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile"))
+                "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+            )
             assert dockerfile.is_file(), f"{name}: missing {dockerfile}"
         assert svc.get("command"), f"{name} has no command"
 
@@ -68,3 +70,25 @@ def test_addresses_match_the_netns_lab(compose: dict[str, Any]) -> None:
         assert f"default via {gw}" in cmd and SERVER_IPS[0] in cmd
     for net in compose["networks"].values():
         assert net.get("internal") is True  # never routed to the real internet
+
+
+def _exec_argv(svc: dict[str, Any], program: str) -> list[str]:
+    """The arguments the service passes to ``exec PROGRAM`` in its shell command."""
+    text = " ".join(_command(svc))
+    marker = f"exec {program} "
+    assert marker in text, text
+    return shlex.split(text.split(marker, 1)[1].strip().rstrip('"'))
+
+
+def test_python_services_run_real_commands_with_valid_arguments(compose: dict[str, Any]) -> None:
+    from peer.cli import build_parser as peer_parser
+    from rendezvous.cli import build_parser as rendezvous_parser
+
+    svcs = compose["services"]
+    args = rendezvous_parser().parse_args(_exec_argv(svcs["rendezvous"], "rendezvous"))
+    assert args.listen == (SERVER_IPS[0], 3478)
+    assert args.alt_ip == SERVER_IPS[1]
+    for peer in ("peer-a", "peer-b"):
+        peer_args = peer_parser().parse_args(_exec_argv(svcs[peer], "peer"))
+        assert peer_args.command == "nat"
+        assert peer_args.server == SERVER_IPS[0]

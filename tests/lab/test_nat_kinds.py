@@ -18,8 +18,9 @@ CONES = [NatKind.FULL_CONE, NatKind.RESTRICTED_CONE, NatKind.PORT_RESTRICTED_CON
 
 @pytest.mark.parametrize("kind", [*CONES, NatKind.SYMMETRIC, NatKind.OPEN])
 def test_mapping_behaviour(lab_factory: LabFactory, kind: NatKind) -> None:
-    lab = lab_factory("two-nats", a=NatSpec(kind=kind),
-                      b=NatSpec(kind=NatKind.PORT_RESTRICTED_CONE))
+    lab = lab_factory(
+        "two-nats", a=NatSpec(kind=kind), b=NatSpec(kind=NatKind.PORT_RESTRICTED_CONE)
+    )
     refl = Reflector.open(lab)
     client = lab.agent("a").bind()
     seen = [refl.observe(client, dest) for dest in (S1, S2, S1_ALT)]
@@ -50,16 +51,20 @@ EXPECTED_FILTERING = {
 
 @pytest.mark.parametrize("kind", list(EXPECTED_FILTERING))
 def test_filtering_behaviour(lab_factory: LabFactory, kind: NatKind) -> None:
-    lab = lab_factory("two-nats", a=NatSpec(kind=kind),
-                      b=NatSpec(kind=NatKind.PORT_RESTRICTED_CONE))
+    lab = lab_factory(
+        "two-nats", a=NatSpec(kind=kind), b=NatSpec(kind=NatKind.PORT_RESTRICTED_CONE)
+    )
     refl = Reflector.open(lab)
     client = lab.agent("a").bind()
     mapped = refl.observe(client, S1)
     outside = outside_socket(lab)
     got = reachable(
         client,
-        {"s1-alt-port": (refl.socks[S1_ALT], mapped), "s2": (refl.socks[S2], mapped),
-         "outside": (outside, mapped)},
+        {
+            "s1-alt-port": (refl.socks[S1_ALT], mapped),
+            "s2": (refl.socks[S2], mapped),
+            "outside": (outside, mapped),
+        },
         control=(refl.socks[S1], mapped),
     )
     assert got == EXPECTED_FILTERING[kind]
@@ -72,8 +77,11 @@ def test_filtering_behaviour(lab_factory: LabFactory, kind: NatKind) -> None:
 
 
 def test_udp_blocked_drops_udp_both_ways(lab_factory: LabFactory) -> None:
-    lab = lab_factory("two-nats", a=NatSpec(kind=NatKind.UDP_BLOCKED),
-                      b=NatSpec(kind=NatKind.PORT_RESTRICTED_CONE))
+    lab = lab_factory(
+        "two-nats",
+        a=NatSpec(kind=NatKind.UDP_BLOCKED),
+        b=NatSpec(kind=NatKind.PORT_RESTRICTED_CONE),
+    )
     refl = Reflector.open(lab)
     client = lab.agent("a").bind()
     client.sendto("out", S1)

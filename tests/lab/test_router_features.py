@@ -63,8 +63,9 @@ def test_binding_timeout_expires(lab_factory: LabFactory, kind: NatKind) -> None
 
 @pytest.mark.parametrize("wan_firewall", [True, False])
 def test_wan_firewall_keeps_cone_a_cone(lab_factory: LabFactory, wan_firewall: bool) -> None:
-    lab = lab_factory("two-nats", a=NatSpec(kind=PRC, wan_firewall=wan_firewall),
-                      b=NatSpec(kind=PRC))
+    lab = lab_factory(
+        "two-nats", a=NatSpec(kind=PRC, wan_firewall=wan_firewall), b=NatSpec(kind=PRC)
+    )
     refl = Reflector.open(lab)
     outside = outside_socket(lab)
     client = lab.agent("a").bind()
@@ -74,8 +75,9 @@ def test_wan_firewall_keeps_cone_a_cone(lab_factory: LabFactory, wan_firewall: b
     # The peer's punch arrives before the client has sent to the peer (the
     # usual hole-punching race): unsolicited packet to the mapped port.
     outside.sendto("unsolicited", mapped)
-    ct = lab.routers["nat_a"].run(["conntrack", "-L", "-p", "udp", "--orig-src",
-                                   outside.local[0]], check=False)
+    ct = lab.routers["nat_a"].run(
+        ["conntrack", "-L", "-p", "udp", "--orig-src", outside.local[0]], check=False
+    )
     assert (f"dport={client.port}" in ct.stdout) is not wan_firewall
     client.sendto("to-outside", outside.local)
     pkt = outside.recv(1.0)
@@ -86,6 +88,7 @@ def test_wan_firewall_keeps_cone_a_cone(lab_factory: LabFactory, wan_firewall: b
         # The conntrack entry created by the unsolicited packet forces
         # masquerade onto another port: the cone now looks symmetric.
         assert pkt.src[0] == public_ip and pkt.src[1] != client.port
+
 
 def test_loss_knob(lab_factory: LabFactory) -> None:
     lab = lab_factory("two-nats", a=NatSpec(kind=PRC, loss=30), b=NatSpec(kind=PRC))

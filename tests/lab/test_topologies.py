@@ -82,9 +82,10 @@ def test_failed_build_cleans_up(lab_factory: LabFactory, monkeypatch: pytest.Mon
 
 def test_cli_up_prints_json_and_cleans_up_on_sigint(lab_factory: LabFactory) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "natlab", "up", "--a", "full-cone", "--b", "symmetric",
-         "--compact"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "natlab", "up", "--a", "full-cone", "--b", "symmetric", "--compact"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
     try:
