@@ -8,6 +8,7 @@ import json
 import socket
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from natprobe.probe import ProbeConfig, probe
 from stunproto.attributes import Address
@@ -44,8 +45,14 @@ def resolve(text: str, default_port: int = DEFAULT_PORT) -> Address:
     return str(address[0]), int(address[1])
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other argument error natprobe reports.
+        self.exit(2, f"natprobe: {message} (see natprobe --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="natprobe",
         description=(
             "Find out what NAT this host is behind: public address, mapping and filtering "

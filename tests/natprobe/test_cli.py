@@ -68,3 +68,12 @@ def test_rendezvous_refuses_alt_ip_with_a_wildcard_listen() -> None:
     )
     assert result.returncode == 2
     assert b"concrete --listen IP" in result.stderr
+
+
+def test_argparse_errors_are_one_line_too(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["127.0.0.1", "--lifetime", "soon"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("natprobe: argument --lifetime")
+    assert err.count("\n") == 1
