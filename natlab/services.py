@@ -56,8 +56,10 @@ def rendezvous_process(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m rendezvous ARGS`` (inside a namespace with ``prefix``) for the duration
     of the block; yields once it has logged that it listens."""
+    # Tests and demos keep name ownership in memory unless they ask otherwise.
+    storage = [] if "--db" in args else ["--db", ":memory:"]
     process = subprocess.Popen(
-        [*prefix, sys.executable, "-m", "rendezvous", "--json-logs", *args],
+        [*prefix, sys.executable, "-m", "rendezvous", "--json-logs", *storage, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -76,3 +78,78 @@ def rendezvous_process(
             process.wait(timeout=5)
         if process.stderr is not None:
             process.stderr.close()
+
+
+class JsonLines:
+    """Reads a process's stdout as JSON lines with deadlines (no sleeps)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self.process = process
+        self.seen: list[dict[str, object]] = []
+        self._buffer = b""
+        self._cursor = 0
+
+    def _read(self, deadline: float) -> bool:
+        assert self.process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                return False
+        chunk = os.read(self.process.stdout.fileno(), 65536)
+        if not chunk:
+            return False
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            try:
+                self.seen.append(json.loads(line))
+            except ValueError:
+                self.seen.append({"event": "garbage", "text": line.decode(errors="replace")})
+        return True
+
+    def next(self, event: str | None = None, timeout: float = 30.0) -> dict[str, object]:
+        """The next unread object (with ``event`` == the given name, skipping others)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._cursor < len(self.seen):
+                item = self.seen[self._cursor]
+                self._cursor += 1
+                if event is None or item.get("event") == event:
+                    return item
+            if not self._read(deadline):
+                raise TimeoutError(
+                    f"no {event or 'output'} within {timeout}s; seen {self.seen}; "
+                    f"exit code {self.process.poll()}"
+                )
+
+    def collect(self, event: str, count: int, timeout: float = 30.0) -> list[dict[str, object]]:
+        deadline = time.monotonic() + timeout
+        return [self.next(event, max(0.0, deadline - time.monotonic())) for _ in range(count)]
+
+
+@contextlib.contextmanager
+def chat_process(
+    prefix: Sequence[str], args: Sequence[str]
+) -> Iterator[tuple[subprocess.Popen[bytes], JsonLines]]:
+    """``peer chat --json ARGS`` inside a namespace; stdin is a pipe for messages."""
+    process = subprocess.Popen(
+        [*prefix, sys.executable, "-m", "peer", "chat", "--json", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield process, JsonLines(process)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()

@@ -1,18 +1,23 @@
-"""``rendezvous``: the public service (for now the STUN server with RFC 5780 support)."""
+"""``rendezvous``: the public service: STUN (with RFC 5780 support) and the rendezvous
+protocol (login, registration, introductions with a punch schedule) on one socket."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import ipaddress
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import structlog
 
 from rendezvous.ratelimit import RateLimit
+from rendezvous.registry import NameRegistry
 from rendezvous.server import RendezvousServer
+from rendezvous.service import RendezvousConfig
 from rendezvous.stun_service import StunServiceConfig
 from stunproto.attributes import Address
 from stunproto.cli_logging import configure_logging
@@ -91,6 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="burst size of the per-source limit (default %(default)s)",
     )
     parser.add_argument("--software", help="SOFTWARE attribute to put in responses")
+    parser.add_argument(
+        "--db",
+        default=str(default_db_path()),
+        metavar="PATH",
+        help="SQLite file recording which key owns which peer name; ':memory:' keeps it "
+        "in memory only (default %(default)s)",
+    )
+    parser.add_argument(
+        "--registration-lifetime",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a peer is offline this long after its last refresh (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-peers",
+        type=int,
+        default=100_000,
+        help="most registrations held at once (default %(default)s)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.add_argument("--json-logs", action="store_true", default=None, help="force JSON logs")
     parser.add_argument(
@@ -109,13 +134,24 @@ def _loop_factory(no_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | 
     return uvloop.new_event_loop
 
 
-async def _serve(config: StunServiceConfig) -> None:
+def default_db_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "holepunch" / "rendezvous.sqlite"
+
+
+async def _serve(config: RendezvousConfig, db: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with RendezvousServer(config):
-        await stop.wait()
+    if db != ":memory:":
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+    registry = NameRegistry(db)
+    try:
+        async with RendezvousServer(config, registry):
+            await stop.wait()
+    finally:
+        registry.close()
     structlog.get_logger().info("stopped")
 
 
@@ -126,16 +162,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.alt_ip is not None and ipaddress.ip_address(host).is_unspecified:
         print("rendezvous: --alt-ip needs a concrete --listen IP", file=sys.stderr)
         return 2
-    config = StunServiceConfig(
-        primary=args.listen,
-        alternate_ip=args.alt_ip,
-        alternate_port=args.alt_port,
-        software=args.software,
-        rate_limit=RateLimit(rate=args.rate, burst=args.burst),
+    config = RendezvousConfig(
+        stun=StunServiceConfig(
+            primary=args.listen,
+            alternate_ip=args.alt_ip,
+            alternate_port=args.alt_port,
+            software=args.software,
+            rate_limit=RateLimit(rate=args.rate, burst=args.burst),
+        ),
+        registration_lifetime=args.registration_lifetime,
+        max_peers=args.max_peers,
     )
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.no_uvloop)) as runner:
-            runner.run(_serve(config))
+            runner.run(_serve(config, args.db))
     except OSError as exc:
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,9 @@ from typing import cast
 
 import structlog
 
-from rendezvous.stun_service import Reply, StunService, StunServiceConfig
+from rendezvous.registry import NameRegistry
+from rendezvous.service import RendezvousConfig, RendezvousService
+from rendezvous.stun_service import Reply, StunServiceConfig
 from stunproto.attributes import Address
 
 log = structlog.get_logger()
@@ -17,7 +19,7 @@ log = structlog.get_logger()
 class _Socket(asyncio.DatagramProtocol):
     def __init__(self, server: RendezvousServer, local: Address) -> None:
         self._server = server
-        self._respond = server.service.responder(local)
+        self._respond = server.service.stun.responder(local, fallback=server.service.handle)
         self._time = asyncio.get_running_loop().time
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -33,7 +35,9 @@ class _Socket(asyncio.DatagramProtocol):
             self._sendto(reply, addr)
         else:
             assert isinstance(reply, Reply)
-            self._server.transports[reply.local].sendto(reply.data, reply.destination)
+            self._server.send(reply)
+            # Rendezvous requests may have started server transactions (introductions).
+            self._server.pump()
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors from earlier sends (a client went away) are routine for a UDP server.
@@ -41,11 +45,42 @@ class _Socket(asyncio.DatagramProtocol):
 
 
 class RendezvousServer:
-    """``async with RendezvousServer(config) as server:`` serves until the block exits."""
+    """``async with RendezvousServer(config) as server:`` serves until the block exits.
 
-    def __init__(self, config: StunServiceConfig) -> None:
-        self.service = StunService(config)
+    A bare ``StunServiceConfig`` serves with default rendezvous settings and an in-memory
+    name registry."""
+
+    def __init__(
+        self, config: RendezvousConfig | StunServiceConfig, registry: NameRegistry | None = None
+    ) -> None:
+        if isinstance(config, StunServiceConfig):
+            config = RendezvousConfig(stun=config)
+        self.service = RendezvousService(config, registry or NameRegistry())
         self.transports: dict[Address, asyncio.DatagramTransport] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    def send(self, reply: Reply) -> None:
+        transport = self.transports.get(reply.local)
+        if transport is not None:
+            transport.sendto(reply.data, reply.destination)
+
+    def pump(self) -> None:
+        """Send what the service queued and re-arm its timer."""
+        loop = asyncio.get_running_loop()
+        for reply in self.service.datagrams_to_send(loop.time()):
+            self.send(reply)
+        at = self.service.get_timer()
+        if at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = None if at is None else loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self.service.handle_timer(asyncio.get_running_loop().time())
+        self.pump()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -62,10 +97,12 @@ class RendezvousServer:
         log.info(
             "listening",
             addresses=[f"{ip}:{port}" for ip, port in self.service.local_addresses],
-            rfc5780=self.service.has_alternate,
+            rfc5780=self.service.stun.has_alternate,
         )
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         for transport in self.transports.values():
             transport.close()
         self.transports.clear()

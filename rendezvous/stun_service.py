@@ -79,8 +79,11 @@ class Reply:
 
 
 # ``StunService.responder(local)``: (data, source, now) -> the answer to a plain Binding request
-# as bytes (send them from ``local`` to ``source``), otherwise what ``handle`` returns.
+# as bytes (send them from ``local`` to ``source``), otherwise what ``handle`` (or the
+# fallback handler) returns.
 Responder = Callable[[bytes, Address, float], "bytes | Reply | None"]
+# ``handle``'s signature: (data, source, local, now); the rendezvous service wraps it.
+Handler = Callable[[bytes, Address, Address, float], "Reply | None"]
 
 
 class StunService:
@@ -139,7 +142,7 @@ class StunService:
         ).encode()
         return encoded[20:]
 
-    def responder(self, local: Address) -> Responder:
+    def responder(self, local: Address, *, fallback: Handler | None = None) -> Responder:
         """``handle`` for datagrams arriving on ``local``, specialised for the hot path.
 
         Same answers as ``handle(data, source, local, now)``, except that the response to a
@@ -148,7 +151,7 @@ class StunService:
         attributes of IPv4 sources (which, XORed with the magic cookie only, do not depend on
         the transaction id) are cached per source.
         """
-        handle = self.handle
+        handle = fallback or self.handle
         allow = self.limiter.allow
         fast_success = self._fast_success
         tail = self._tails[local]

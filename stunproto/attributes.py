@@ -273,3 +273,30 @@ def encode_value(attr_type: int, value: Any, xor_key: bytes) -> bytes:
     if codec is None:
         return bytes(value)
     return codec[1](value, xor_key)
+
+
+def register_attribute(attr_type: int, decode: Decoder, encode: Encoder) -> None:
+    """Add an application attribute (e.g. the rendezvous protocol's) to the table. Registering
+    the same codec twice is harmless; a different codec for a known type is a bug."""
+    existing = CODECS.get(attr_type)
+    if existing is not None and existing != (decode, encode):
+        raise ValueError(f"attribute 0x{attr_type:04x} already has another codec")
+    CODECS[attr_type] = (decode, encode)
+
+
+def address_codec(*, xor: bool) -> tuple[Decoder, Encoder]:
+    """The (XOR-)MAPPED-ADDRESS value codec, for application attributes carrying addresses."""
+    return (_decode_xor_address, _encode_xor_address) if xor else (_decode_address, _encode_address)
+
+
+def text_codec() -> tuple[Decoder, Encoder]:
+    return _decode_text, _encode_text
+
+
+def raw_codec(size: int | None = None) -> tuple[Decoder, Encoder]:
+    """Opaque bytes, of exactly ``size`` bytes when given."""
+    return (_raw if size is None else _decode_fixed_raw(size)), _raw
+
+
+def uint_codec(size: int) -> tuple[Decoder, Encoder]:
+    return _uint(size)

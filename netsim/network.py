@@ -1,0 +1,464 @@
+"""A deterministic discrete-event network: hosts, nested NATs, lossy delayed links.
+
+Topology is a tree of *realms* (address spaces). The root realm is the internet; every NAT
+has an inside realm (its LAN) and sits, by its public IP, in its outer realm (the internet,
+or another NAT's inside for carrier-grade NAT). Every host and NAT has one link to the
+router of the realm it sits in, with a one-way delay, jitter and loss applied per crossing,
+so a datagram from host A to host B takes the sum of the delays of every link on the path
+(A's, the NATs' on both sides, B's) and a round trip between two internet hosts is
+``2 * (delay_A + delay_B)``.
+
+Packets move hop by hop as events, so a NAT translates (and creates, refreshes or finds
+expired) a binding at the virtual time the packet actually crosses it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from netsim.app import Address, DatagramApp
+from netsim.nat import BindingInfo, NatConfig, NatTable
+from netsim.trace import DropReason, Stats, TraceEvent, TraceKind
+
+EPHEMERAL_PORTS = (49152, 65535)
+# A timer that keeps asking to fire at the same instant without time advancing is a bug in
+# the app (it never clears it); fail loudly rather than spin forever.
+_MAX_TIMER_FIRES_AT_ONE_INSTANT = 10_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Link:
+    """The link from a host or NAT to the router of the realm it sits in (both ways)."""
+
+    delay: float = 0.0  # one-way, seconds
+    jitter: float = 0.0  # each crossing adds uniform(0, jitter); may reorder packets
+    loss: float = 0.0  # percent (0..100) of crossings dropped, each direction independently
+
+    def __post_init__(self) -> None:
+        if self.delay < 0 or self.jitter < 0:
+            raise ValueError("delay and jitter must be >= 0")
+        if not 0 <= self.loss <= 100:
+            raise ValueError("loss must be a percentage 0..100")
+
+
+@dataclass(slots=True, eq=False)
+class _Packet:
+    id: int
+    data: bytes
+    src: Address
+    dst: Address
+
+
+class _Realm:
+    def __init__(self, nat: Nat | None) -> None:
+        self.nat = nat  # the NAT this realm is the inside of; None for the internet
+        self.nodes: dict[str, Host | Nat] = {}
+
+
+@dataclass(slots=True, eq=False)
+class _Socket:
+    host: Host
+    address: Address
+    app: DatagramApp
+    timer_at: float | None = None
+    timer_gen: int = 0  # bumped on every reschedule; stale heap entries are skipped
+    fires_at_instant: int = 0
+    last_fire: float = -1.0
+    closed: bool = False
+
+
+class Host:
+    def __init__(self, net: Network, name: str, ips: list[str], realm: _Realm, link: Link):
+        self.name = name
+        self.ips = ips
+        self.link = link  # replace freely mid-run to change conditions
+        self._net = net
+        self._realm = realm
+        self._sockets: dict[Address, _Socket] = {}
+        self._next_ephemeral = EPHEMERAL_PORTS[0]
+
+    @property
+    def ip(self) -> str:
+        return self.ips[0]
+
+    @property
+    def behind(self) -> Nat | None:
+        return self._realm.nat
+
+    def bind(self, app: DatagramApp, port: int = 0, *, ip: str | None = None) -> Address:
+        """Bind ``app`` to ``ip:port`` (primary IP; port 0 = next free ephemeral port) and
+        service it once, so datagrams it queued before binding go out now."""
+        ip = self.ip if ip is None else ip
+        if ip not in self.ips:
+            raise ValueError(f"{self.name} has no address {ip}")
+        if port == 0:
+            port = self._ephemeral(ip)
+        address = (ip, port)
+        if address in self._sockets:
+            raise ValueError(f"{ip}:{port} already bound on {self.name}")
+        sock = _Socket(self, address, app)
+        self._sockets[address] = sock
+        self._net._register(sock)
+        self._net._service_host(self)
+        return address
+
+    def _ephemeral(self, ip: str) -> int:
+        lo, hi = EPHEMERAL_PORTS
+        for _ in range(hi - lo + 1):
+            port = self._next_ephemeral
+            self._next_ephemeral = lo if port == hi else port + 1
+            if (ip, port) not in self._sockets:
+                return port
+        raise RuntimeError(f"{self.name}: no free ephemeral port")
+
+    def __repr__(self) -> str:
+        return f"Host({self.name!r}, {self.ip!r})"
+
+
+class Nat:
+    def __init__(
+        self, net: Network, name: str, public_ip: str, config: NatConfig, outer: _Realm, link: Link
+    ):
+        self.name = name
+        self.link = link
+        self.table = NatTable(config, public_ip, net.rng)
+        self._net = net
+        self._outer = outer
+        self._inside = _Realm(self)
+
+    @property
+    def config(self) -> NatConfig:
+        return self.table.config
+
+    @property
+    def public_ip(self) -> str:
+        return self.table.public_ip
+
+    @property
+    def behind(self) -> Nat | None:
+        return self._outer.nat
+
+    def bindings(self) -> list[BindingInfo]:
+        """Live bindings at the network's current time."""
+        return self.table.bindings(self._net.now)
+
+    def flush(self) -> None:
+        """Forget all bindings (a reboot)."""
+        self.table.flush()
+
+    def change_public_ip(self, ip: str) -> None:
+        """Renumber the WAN side; every binding is lost, as when a router's lease changes."""
+        if ip == self.public_ip:
+            self.table.flush()
+            return
+        if ip in self._inside.nodes:
+            raise ValueError(f"address {ip} already in use on {self.name}'s LAN")
+        self._net._claim(self._outer, ip, self)
+        del self._outer.nodes[self.public_ip]
+        self.table.public_ip = ip
+        self.table.flush()
+
+    def __repr__(self) -> str:
+        return f"Nat({self.name!r}, {self.public_ip!r})"
+
+
+class Network:
+    def __init__(self, *, rng: random.Random, record_trace: bool = False) -> None:
+        self.rng = rng
+        self.now = 0.0
+        self.stats = Stats()
+        self.trace: list[TraceEvent] = []
+        self._record = record_trace
+        self._internet = _Realm(None)
+        self._queue: list[tuple[float, int, Callable[..., None], Any]] = []
+        self._seq = 0
+        self._packet_ids = 0
+        self._by_app: dict[int, _Socket] = {}  # id(app): apps need not be hashable
+        self.hosts: dict[str, Host] = {}
+        self.nats: dict[str, Nat] = {}
+
+    # -- topology ----------------------------------------------------------------------
+
+    def add_host(
+        self,
+        name: str,
+        ip: str,
+        *,
+        behind: Nat | None = None,
+        extra_ips: Sequence[str] = (),
+        delay: float = 0.0,
+        jitter: float = 0.0,
+        loss: float = 0.0,
+    ) -> Host:
+        """A host at ``ip`` (plus ``extra_ips``, e.g. a STUN server's alternate address) on
+        the internet or on the LAN of ``behind``."""
+        self._new_name(name)
+        realm = self._realm(behind)
+        host = Host(
+            self, name, [ip, *extra_ips], realm, Link(delay=delay, jitter=jitter, loss=loss)
+        )
+        if len(set(host.ips)) != len(host.ips):
+            raise ValueError(f"{name}: duplicate addresses {host.ips}")
+        for address in host.ips:  # check all before claiming any: no half-added host
+            self._check_free(realm, address)
+        for address in host.ips:
+            self._claim(realm, address, host)
+        self.hosts[name] = host
+        return host
+
+    def add_nat(
+        self,
+        name: str,
+        public_ip: str,
+        config: NatConfig | None = None,
+        *,
+        behind: Nat | None = None,
+        delay: float = 0.0,
+        jitter: float = 0.0,
+        loss: float = 0.0,
+    ) -> Nat:
+        """A NAT whose WAN side is ``public_ip`` on the internet or, for carrier-grade NAT,
+        on the LAN of ``behind``. The link is the WAN side's."""
+        self._new_name(name)
+        outer = self._realm(behind)
+        nat = Nat(
+            self,
+            name,
+            public_ip,
+            config or NatConfig(),
+            outer,
+            Link(delay=delay, jitter=jitter, loss=loss),
+        )
+        self._claim(outer, public_ip, nat)
+        self.nats[name] = nat
+        return nat
+
+    def unbind(self, app: DatagramApp) -> None:
+        """Close the app's socket: its port is freed, its timer never fires again."""
+        sock = self._by_app.pop(id(app))
+        sock.closed = True
+        del sock.host._sockets[sock.address]
+
+    def address_of(self, app: DatagramApp) -> Address:
+        return self._by_app[id(app)].address
+
+    def _new_name(self, name: str) -> None:
+        if name in self.hosts or name in self.nats:
+            raise ValueError(f"duplicate node name {name!r}")
+
+    def _realm(self, behind: Nat | None) -> _Realm:
+        if behind is None:
+            return self._internet
+        if behind._net is not self:
+            raise ValueError("that NAT belongs to another network")
+        return behind._inside
+
+    def _check_free(self, realm: _Realm, ip: str) -> None:
+        # Addresses are unique within a realm; realms are separate address spaces, so two
+        # LANs may both use 192.168.1.2.
+        if ip in realm.nodes or (realm.nat is not None and ip == realm.nat.public_ip):
+            raise ValueError(f"address {ip} already in use in that realm")
+
+    def _claim(self, realm: _Realm, ip: str, node: Host | Nat) -> None:
+        self._check_free(realm, ip)
+        realm.nodes[ip] = node
+
+    def _register(self, sock: _Socket) -> None:
+        if id(sock.app) in self._by_app:
+            raise ValueError("that app is already bound; one app object per socket")
+        self._by_app[id(sock.app)] = sock
+
+    # -- running -----------------------------------------------------------------------
+
+    def run_until(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
+        """Process events until ``predicate()`` holds (checked before starting and after
+        every event) or ``timeout`` virtual seconds pass. On success ``now`` is the time of
+        the event that made it true; on timeout it is the deadline."""
+        deadline = self.now + timeout
+        self._service_all()
+        if predicate():
+            return True
+        queue = self._queue
+        while queue and queue[0][0] <= deadline:
+            time, _, handler, arg = heapq.heappop(queue)
+            self.now = time
+            handler(arg)
+            if predicate():
+                return True
+        self.now = deadline
+        return predicate()
+
+    def run_for(self, seconds: float) -> None:
+        """Process every event due within ``seconds`` and leave ``now`` at the end."""
+        self.run_until(lambda: False, timeout=seconds)
+
+    def call_at(self, time: float, action: Callable[[], None]) -> None:
+        """Run ``action`` (a test's stimulus, e.g. telling an app to connect) at ``time``;
+        afterwards every app is serviced, since the action may have touched any of them."""
+        self._schedule(max(time, self.now), self._call, action)
+
+    def wake(self, app: DatagramApp | None = None) -> None:
+        """Drain and re-read timers now, for one app or all, after poking them directly.
+        (run_until and run_for do this for all apps when they start.)"""
+        if app is None:
+            self._service_all()
+        else:
+            self._service_host(self._by_app[id(app)].host)
+
+    def _call(self, action: Callable[[], None]) -> None:
+        action()
+        self._service_all()
+
+    def _schedule(self, time: float, handler: Callable[..., None], arg: object) -> None:
+        # The sequence number breaks ties in time: same-instant events run in the order
+        # they were scheduled, never by comparing handlers or packets.
+        self._seq += 1
+        heapq.heappush(self._queue, (time, self._seq, handler, arg))
+
+    # -- apps ----------------------------------------------------------------------------
+
+    def _service_all(self) -> None:
+        for host in self.hosts.values():
+            self._service_host(host)
+
+    def _service_host(self, host: Host) -> None:
+        # Every socket on the host, not just the one called: apps on one host may share
+        # state (a STUN server answering CHANGE-REQUEST from its other address is one
+        # object per socket), so a call to one can queue datagrams on another.
+        for sock in list(host._sockets.values()):
+            self._service(sock)
+
+    def _service(self, sock: _Socket) -> None:
+        now = self.now
+        for data, dst in sock.app.datagrams_to_send(now):
+            self._send(sock, data, dst)
+        at = sock.app.get_timer()
+        if at != sock.timer_at:
+            sock.timer_at = at
+            sock.timer_gen += 1
+            if at is not None:
+                self._schedule(max(at, now), self._on_timer, (sock, sock.timer_gen))
+
+    def _on_timer(self, arg: tuple[_Socket, int]) -> None:
+        sock, gen = arg
+        if sock.closed or gen != sock.timer_gen:
+            return
+        sock.timer_at = None  # consumed; _service re-arms from get_timer()
+        at = sock.app.get_timer()
+        if at is not None and at <= self.now:
+            if self.now == sock.last_fire:
+                sock.fires_at_instant += 1
+                if sock.fires_at_instant > _MAX_TIMER_FIRES_AT_ONE_INSTANT:
+                    raise RuntimeError(f"timer of app at {sock.address} never advances")
+            else:
+                sock.last_fire, sock.fires_at_instant = self.now, 0
+            sock.app.handle_timer(self.now)
+        self._service_host(sock.host)
+
+    def _deliver(self, arg: tuple[Host, _Packet]) -> None:
+        host, pkt = arg
+        sock = host._sockets.get(pkt.dst)
+        if sock is None:
+            self._drop(pkt, host.name, DropReason.PORT_UNREACHABLE)
+            return
+        self.stats.delivered += 1
+        if self._record:
+            self._log(TraceKind.DELIVER, pkt, host.name)
+        sock.app.receive_datagram(pkt.data, pkt.src, self.now)
+        self._service_host(host)
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    def _send(self, sock: _Socket, data: bytes, dst: Address) -> None:
+        self._packet_ids += 1
+        pkt = _Packet(self._packet_ids, data, sock.address, dst)
+        self.stats.sent += 1
+        host = sock.host
+        if self._record:
+            self._log(TraceKind.SEND, pkt, host.name)
+        self._cross(host.link, host.name, pkt, self._arrive, (host._realm, pkt))
+
+    def _cross(
+        self,
+        link: Link,
+        where: str,
+        pkt: _Packet,
+        handler: Callable[[Any], None],
+        arg: object,
+    ) -> None:
+        # Random draws only when the link is lossy/jittery, so adding a clean link
+        # elsewhere does not perturb the random sequence of a seeded scenario.
+        if link.loss and self.rng.random() * 100 < link.loss:
+            self._drop(pkt, where, DropReason.LOSS)
+            return
+        delay = link.delay + (self.rng.uniform(0, link.jitter) if link.jitter else 0.0)
+        self._schedule(self.now + delay, handler, arg)
+
+    def _arrive(self, arg: tuple[_Realm, _Packet]) -> None:
+        """The packet is at the router of ``realm``: forward it one hop."""
+        realm, pkt = arg
+        node = realm.nodes.get(pkt.dst[0])
+        if isinstance(node, Host):
+            self._cross(node.link, node.name, pkt, self._deliver, (node, pkt))
+        elif isinstance(node, Nat):
+            self._cross(node.link, node.name, pkt, self._nat_inbound, (node, pkt))
+        elif realm.nat is None:
+            self._drop(pkt, "internet", DropReason.NO_ROUTE)
+        elif pkt.dst[0] == realm.nat.public_ip:
+            self._hairpin(realm.nat, pkt)
+        else:
+            nat = realm.nat
+            external = nat.table.outbound(pkt.src, pkt.dst, self.now)
+            if isinstance(external, DropReason):
+                self._drop(pkt, nat.name, external)
+                return
+            pkt.src = external
+            if self._record:
+                self._log(TraceKind.NAT_OUT, pkt, nat.name)
+            self._cross(nat.link, nat.name, pkt, self._arrive, (nat._outer, pkt))
+
+    def _nat_inbound(self, arg: tuple[Nat, _Packet]) -> None:
+        nat, pkt = arg
+        internal = nat.table.inbound(pkt.src, pkt.dst[1], self.now)
+        if isinstance(internal, DropReason):
+            self._drop(pkt, nat.name, internal)
+            return
+        pkt.dst = internal
+        if self._record:
+            self._log(TraceKind.NAT_IN, pkt, nat.name)
+        self._arrive((nat._inside, pkt))  # the NAT is its LAN's router: no extra hop
+
+    def _hairpin(self, nat: Nat, pkt: _Packet) -> None:
+        # RFC 4787 REQ-9: translate the source as for any outbound packet, then treat the
+        # packet as arriving at the public side (same filtering), so the receiver sees the
+        # sender's public mapping. Without hairpin support the router itself swallows it.
+        if not nat.config.hairpin:
+            self._drop(pkt, nat.name, DropReason.HAIRPIN_DISABLED)
+            return
+        external = nat.table.outbound(pkt.src, pkt.dst, self.now)
+        if isinstance(external, DropReason):
+            self._drop(pkt, nat.name, external)
+            return
+        internal = nat.table.inbound(external, pkt.dst[1], self.now)
+        if isinstance(internal, DropReason):
+            self._drop(pkt, nat.name, internal)
+            return
+        pkt.src, pkt.dst = external, internal
+        if self._record:
+            self._log(TraceKind.HAIRPIN, pkt, nat.name)
+        self._arrive((nat._inside, pkt))
+
+    def _drop(self, pkt: _Packet, where: str, reason: DropReason) -> None:
+        self.stats.dropped[reason] += 1
+        self.stats.dropped_at[where, reason] += 1
+        if self._record:
+            self._log(TraceKind.DROP, pkt, where, reason)
+
+    def _log(
+        self, kind: TraceKind, pkt: _Packet, where: str, reason: DropReason | None = None
+    ) -> None:
+        self.trace.append(TraceEvent(self.now, kind, pkt.id, where, pkt.src, pkt.dst, reason))

@@ -1,0 +1,173 @@
+"""Sans-I/O peer: the rendezvous client and every peer session, sharing one UDP socket.
+
+Fed with datagrams and timer ticks, drained for datagrams and events; the asyncio adapter
+(peer.client) and the in-process simulator (netsim) drive the very same object.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from peer.known_peers import KeyChanged, KnownPeers, Verdict
+from peer.rendezvous_client import (
+    ConnectFailed,
+    Introduced,
+    LoggedIn,
+    LoginFailed,
+    RendezvousClient,
+    RendezvousClientConfig,
+    RvEvent,
+)
+from peer.session import (
+    PEER_PACKET_TYPES,
+    Connected,
+    PeerSession,
+    SessionClosed,
+    SessionConfig,
+    SessionEvent,
+)
+from stunproto.attributes import Address
+
+AgentEvent = RvEvent | SessionEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    rendezvous: RendezvousClientConfig
+    session: SessionConfig = field(default_factory=SessionConfig)
+
+
+class PeerAgent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        sign: object,
+        static: X25519PrivateKey,
+        known_peers: KnownPeers | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        assert callable(sign)
+        self.config = config
+        self.rendezvous = RendezvousClient(config.rendezvous, sign)
+        self._static = static
+        self._known = known_peers
+        self._rng = rng or random.Random()
+        self.sessions: dict[str, PeerSession] = {}
+        self._events: deque[AgentEvent] = deque()
+        self._closing: list[PeerSession] = []  # closed, with a last datagram to send
+
+    # ------------------------------------------------------------------ commands
+
+    def login(self, now: float) -> None:
+        self.rendezvous.login(now)
+
+    def connect(self, name: str, now: float) -> None:
+        self.rendezvous.connect(name, now)
+
+    def send(self, name: str, data: bytes, now: float) -> None:
+        self.sessions[name].send(data, now)
+
+    def close(self, name: str, now: float, reason: str = "closed") -> None:
+        session = self.sessions.get(name)
+        if session is not None:
+            session.close(now, reason)
+            self._collect(session)
+
+    # ------------------------------------------------------------------ sans-I/O
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> bool:
+        if not data:
+            return False
+        if data[0] < 0x40:
+            consumed = self.rendezvous.receive_datagram(data, source, now)
+            self._collect_rendezvous(now)
+            return consumed
+        if data[0] not in PEER_PACKET_TYPES:
+            return False
+        # Sessions are few: the one already using this address first, then the others.
+        ordered = sorted(self.sessions.values(), key=lambda s: s.remote != source)
+        for session in ordered:
+            if session.receive_datagram(data, source, now):
+                self._collect(session)
+                return True
+        return False
+
+    def handle_timer(self, now: float) -> None:
+        self.rendezvous.handle_timer(now)
+        self._collect_rendezvous(now)
+        for session in list(self.sessions.values()):
+            timer = session.get_timer()
+            if timer is not None and timer <= now:
+                session.handle_timer(now)
+                self._collect(session)
+
+    def get_timer(self) -> float | None:
+        timers = [self.rendezvous.get_timer()]
+        timers += [session.get_timer() for session in self.sessions.values()]
+        return min((t for t in timers if t is not None), default=None)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out = self.rendezvous.datagrams_to_send(now)
+        for session in [*self.sessions.values(), *self._closing]:
+            out += session.datagrams_to_send(now)
+            self._collect(session)
+        self._closing = []
+        return out
+
+    def next_event(self) -> AgentEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ internals
+
+    def _collect_rendezvous(self, now: float) -> None:
+        while (event := self.rendezvous.next_event()) is not None:
+            if isinstance(event, Introduced):
+                self._introduce(event, now)
+            else:
+                self._events.append(event)
+
+    def _introduce(self, event: Introduced, now: float) -> None:
+        intro = event.introduction
+        if self._known is not None:
+            verdict = self._known.check(intro.name, intro.public_key)
+            if verdict is Verdict.CHANGED:
+                # Loud refusal (SSH-style): the rendezvous vouches for a different key than
+                # the one we pinned for this name.
+                error = KeyChanged(intro.name, self._known.pinned(intro.name), intro.public_key)
+                self._events.append(SessionClosed(intro.name, str(error)))
+                return
+            if verdict is Verdict.NEW:
+                self._known.remember(intro.name, intro.public_key)
+        previous = self.sessions.get(intro.name)
+        if previous is not None:
+            previous.close(now, "replaced by a new introduction")
+            self._collect(previous)
+        session = PeerSession(
+            intro, self._static, event.received_at, config=self.config.session, rng=self._rng
+        )
+        self.sessions[intro.name] = session
+        self._events.append(event)
+
+    def _collect(self, session: PeerSession) -> None:
+        while (event := session.next_event()) is not None:
+            self._events.append(event)
+            if isinstance(event, Connected):
+                self.rendezvous.report(event.peer, str(event.path), event.elapsed)
+            elif isinstance(event, SessionClosed) and self.sessions.get(session.peer) is session:
+                del self.sessions[session.peer]
+                self._closing.append(session)
+
+
+__all__ = [
+    "AgentConfig",
+    "AgentEvent",
+    "ConnectFailed",
+    "LoggedIn",
+    "LoginFailed",
+    "PeerAgent",
+]

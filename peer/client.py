@@ -1,0 +1,305 @@
+"""asyncio adapter: ``Peer`` and ``Connection``, the library API on top of PeerAgent.
+
+    async with Peer(server, identity=identity, name="alice") as me:
+        conn = await me.connect("bob")
+        await conn.send(b"hi")
+        async for data in conn:
+            ...
+
+Only this module (and the CLI) touches sockets and the clock: the agent under it is
+sans-I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+
+from natprobe.probe import ProbeConfig, probe, route_local_ip
+from peer.agent import AgentConfig, AgentEvent, PeerAgent
+from peer.identity import Identity
+from peer.known_peers import KnownPeers
+from peer.localaddr import local_endpoints
+from peer.rendezvous_client import (
+    ConnectFailed,
+    Introduced,
+    LoggedIn,
+    LoginFailed,
+    RendezvousClientConfig,
+)
+from peer.session import (
+    Connected,
+    MessageReceived,
+    PathChanged,
+    PathKind,
+    SessionClosed,
+    SessionConfig,
+)
+from peer.socket import PunchSocket
+from stunproto.attributes import Address
+
+log = structlog.get_logger()
+
+
+class PeerError(Exception):
+    """Login refused, peer unknown, punching failed, or the connection closed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerConfig:
+    local_port: int = 0
+    probe_nat: bool = True  # classify the NAT on the punching socket before logging in
+    probe_lifetime: float | None = None  # also measure the binding lifetime (seconds max)
+    keepalive: float | None = None  # None: half the measured binding lifetime, else 15 s
+    session: SessionConfig = field(default_factory=SessionConfig)
+    login_timeout: float = 15.0
+
+
+class Connection:
+    """A secure channel to one peer. Iterate it for messages; ``send`` is reliable and
+    ordered."""
+
+    def __init__(self, owner: Peer, event: Connected) -> None:
+        self._owner = owner
+        self.peer = event.peer
+        self.path: PathKind = event.path
+        self.remote: Address = event.remote
+        self.connect_time = event.elapsed
+        self._messages: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed: str | None = None  # the reason, once closed
+
+    async def send(self, data: bytes) -> None:
+        if self.closed is not None:
+            raise PeerError(f"connection to {self.peer} closed: {self.closed}")
+        self._owner._agent_send(self.peer, data)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until the peer has acknowledged everything sent so far."""
+        await asyncio.wait_for(self._owner._until_acked(self.peer), timeout)
+
+    async def close(self) -> None:
+        self._owner._agent_close(self.peer)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            item = await self._messages.get()
+            if item is None:
+                return
+            yield item
+
+
+class Peer:
+    def __init__(
+        self,
+        server: Address,
+        *,
+        identity: Identity,
+        name: str,
+        known_peers: KnownPeers | Path | None = None,
+        config: PeerConfig | None = None,
+    ) -> None:
+        self.server = server
+        self.identity = identity
+        self.name = name
+        self.config = config or PeerConfig()
+        self._known = KnownPeers(known_peers) if isinstance(known_peers, Path) else known_peers
+        self.events: asyncio.Queue[AgentEvent] = asyncio.Queue()  # everything, for observers
+        self.nat_type = "unknown"
+        self.binding_lifetime: float | None = None
+        self.public_endpoint: Address | None = None
+        self._punch: PunchSocket | None = None
+        self._agent: PeerAgent | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._connections: dict[str, Connection] = {}
+        self._accepted: asyncio.Queue[Connection] = asyncio.Queue()
+        self._waiters: dict[str, asyncio.Future[Connection]] = {}
+        self._logged_in: asyncio.Future[None] | None = None
+        self._progress = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Peer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        local_ip = route_local_ip(self.server)
+        self._punch = await PunchSocket.open(("0.0.0.0", self.config.local_port))
+        port = self._punch.local_address[1]
+        if self.config.probe_nat:
+            report = await probe(
+                self.server,
+                config=ProbeConfig(
+                    local_ip=local_ip, hairpin=False, lifetime_max=self.config.probe_lifetime
+                ),
+                endpoint=self._punch.stun,
+            )
+            self.nat_type = str(report.nat_type)
+            self.binding_lifetime = report.binding_lifetime
+        session = self.config.session
+        keepalive = self.config.keepalive
+        if keepalive is None and self.binding_lifetime is not None:
+            keepalive = max(1.0, self.binding_lifetime / 2)
+        if keepalive is not None:
+            session = _with_keepalive(session, keepalive)
+        agent_config = AgentConfig(
+            rendezvous=RendezvousClientConfig(
+                server=self.server,
+                name=self.name,
+                public_key=self.identity.public_key,
+                private_endpoints=local_endpoints(port, local_ip),
+                nat_type=self.nat_type,
+                refresh_interval=min(keepalive, 20.0) if keepalive is not None else None,
+            ),
+            session=session,
+        )
+        self._agent = PeerAgent(
+            agent_config,
+            sign=self.identity.sign,
+            static=self.identity.x25519_private,
+            known_peers=self._known,
+            rng=random.Random(),
+        )
+        self._punch.on_data = self._datagram
+        loop = asyncio.get_running_loop()
+        self._logged_in = loop.create_future()
+        self._agent.login(loop.time())
+        self._pump()
+        await asyncio.wait_for(self._logged_in, self.config.login_timeout)
+
+    async def aclose(self) -> None:
+        if self._agent is not None:
+            for name in list(self._agent.sessions):
+                self._agent_close(name)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._punch is not None:
+            self._punch.close()
+
+    # ------------------------------------------------------------------ API
+
+    async def connect(self, name: str, timeout: float = 30.0) -> Connection:
+        assert self._agent is not None, "use 'async with Peer(...)'"
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Connection] = loop.create_future()
+        self._waiters[name] = waiter
+        self._agent.connect(name, loop.time())
+        self._pump()
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._waiters.pop(name, None)
+
+    async def accept(self) -> Connection:
+        """The next connection a peer made to us (we were introduced as responder)."""
+        return await self._accepted.get()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _agent_send(self, name: str, data: bytes) -> None:
+        assert self._agent is not None
+        self._agent.send(name, data, asyncio.get_running_loop().time())
+        self._pump()
+
+    def _agent_close(self, name: str) -> None:
+        assert self._agent is not None
+        self._agent.close(name, asyncio.get_running_loop().time())
+        self._pump()
+
+    async def _until_acked(self, name: str) -> None:
+        assert self._agent is not None
+        while (session := self._agent.sessions.get(name)) is not None and session.pending:
+            self._progress.clear()
+            await self._progress.wait()
+
+    def _datagram(self, data: bytes, source: Address) -> None:
+        assert self._agent is not None
+        self._agent.receive_datagram(data, source, asyncio.get_running_loop().time())
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        assert self._agent is not None
+        self._agent.handle_timer(asyncio.get_running_loop().time())
+        self._pump()
+
+    def _pump(self) -> None:
+        agent, punch = self._agent, self._punch
+        assert agent is not None and punch is not None
+        loop = asyncio.get_running_loop()
+        for data, destination in agent.datagrams_to_send(loop.time()):
+            punch.sendto(data, destination)
+        while (event := agent.next_event()) is not None:
+            self._dispatch(event)
+        self._progress.set()
+        at = agent.get_timer()
+        if at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = None if at is None else loop.call_at(at, self._on_timer)
+
+    def _dispatch(self, event: AgentEvent) -> None:
+        self.events.put_nowait(event)
+        if isinstance(event, LoggedIn):
+            self.public_endpoint = event.public_endpoint
+            if self._logged_in is not None and not self._logged_in.done():
+                self._logged_in.set_result(None)
+        elif isinstance(event, LoginFailed):
+            log.warning("login_failed", reason=event.reason, code=event.code)
+            if self._logged_in is not None and not self._logged_in.done():
+                self._logged_in.set_exception(PeerError(f"login failed: {event.reason}"))
+        elif isinstance(event, ConnectFailed):
+            self._fail(event.name, f"cannot connect to {event.name}: {event.reason}")
+        elif isinstance(event, Introduced):
+            log.info("introduced", peer=event.introduction.name, role=event.introduction.role.name)
+        elif isinstance(event, Connected):
+            connection = Connection(self, event)
+            self._connections[event.peer] = connection
+            waiter = self._waiters.get(event.peer)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(connection)
+            else:
+                self._accepted.put_nowait(connection)
+        elif isinstance(event, MessageReceived):
+            receiver = self._connections.get(event.peer)
+            if receiver is not None:
+                receiver._messages.put_nowait(event.data)
+        elif isinstance(event, PathChanged):
+            moved = self._connections.get(event.peer)
+            if moved is not None:
+                moved.path, moved.remote = event.path, event.remote
+        elif isinstance(event, SessionClosed):
+            self._fail(event.peer, event.reason)
+            ended = self._connections.pop(event.peer, None)
+            if ended is not None:
+                ended.closed = event.reason
+                ended._messages.put_nowait(None)
+
+    def _fail(self, name: str, reason: str) -> None:
+        waiter = self._waiters.get(name)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(PeerError(reason))
+
+
+def _with_keepalive(session: SessionConfig, keepalive: float) -> SessionConfig:
+    # A path is dead after several keepalives went unanswered, never sooner than 5 s.
+    return replace(session, keepalive_interval=keepalive, dead_after=max(5.0, 4 * keepalive))

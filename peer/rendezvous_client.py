@@ -1,0 +1,289 @@
+"""Sans-I/O client side of the rendezvous protocol: login (challenge, signed answer),
+periodic refresh, CONNECT requests, and answering the server's introductions."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from rendezvous.protocol import ErrorCodes, Introduction, RvAttr, RvMethod, encode_signed
+from stunproto import AttrType, ErrorCode, MessageClass, StunDecodeError, StunMessage
+from stunproto.attributes import Address
+from stunproto.client import ResponseReceived, RetransmitPolicy, StunClient, TransactionTimedOut
+from stunproto.message import is_stun, new_transaction_id
+
+
+class LoginState(Enum):
+    IDLE = "idle"
+    CHALLENGED = "challenged"  # asked for a challenge, waiting
+    SIGNING = "signing"  # sent the signed login, waiting
+    LOGGED_IN = "logged-in"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    public_endpoint: Address
+    lifetime: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailed:
+    reason: str
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Introduced:
+    introduction: Introduction
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    name: str
+    reason: str
+    code: int | None
+
+
+RvEvent = LoggedIn | LoginFailed | Introduced | ConnectFailed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RendezvousClientConfig:
+    server: Address
+    name: str
+    public_key: bytes
+    private_endpoints: tuple[Address, ...] = ()
+    nat_type: str = "unknown"
+    # None: a third of the registration lifetime the server grants
+    refresh_interval: float | None = None
+    policy: RetransmitPolicy = field(
+        default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=7, rto_max=1.6, final_wait=4)
+    )
+
+
+class RendezvousClient:
+    def __init__(self, config: RendezvousClientConfig, sign: Callable[[bytes], bytes]) -> None:
+        self.config = config
+        self._sign = sign
+        self._stun = StunClient(policy=config.policy)
+        self._purpose: dict[bytes, tuple[str, str]] = {}  # transaction id -> (kind, detail)
+        self._events: deque[RvEvent] = deque()
+        self._outbox: list[tuple[bytes, Address]] = []
+        self.state = LoginState.IDLE
+        self.session_key: bytes | None = None
+        self.public_endpoint: Address | None = None
+        self.rtt: float | None = None
+        self._refresh_at: float | None = None
+        self._refresh_interval = 20.0
+        self._seen_introductions: set[bytes] = set()
+
+    # ------------------------------------------------------------------ commands
+
+    def login(self, now: float) -> None:
+        self.state = LoginState.CHALLENGED
+        request = self._request(RvMethod.LOGIN, *self._identity_attributes())
+        self._start(request, now, ("login", ""))
+
+    def connect(self, name: str, now: float) -> None:
+        if self.state is not LoginState.LOGGED_IN:
+            raise RuntimeError("log in before connecting")
+        request = self._request(
+            RvMethod.CONNECT, (AttrType.USERNAME, self.config.name), (RvAttr.PEER_NAME, name)
+        )
+        self._start(request, now, ("connect", name), integrity=True)
+
+    def report(self, peer: str, outcome: str, elapsed: float) -> None:
+        """Tell the server how a punch ended (an indication: no answer, no retransmission)."""
+        if self.session_key is None:
+            return
+        indication = StunMessage(
+            RvMethod.REPORT,
+            MessageClass.INDICATION,
+            new_transaction_id(),
+            (
+                (AttrType.USERNAME, self.config.name),
+                (RvAttr.PEER_NAME, peer),
+                (RvAttr.OUTCOME, outcome),
+                (RvAttr.ELAPSED, max(0, round(elapsed * 1000))),
+            ),
+        )
+        data = indication.encode(integrity_key=self.session_key, fingerprint=True)
+        self._outbox.append((data, self.config.server))
+
+    # ------------------------------------------------------------------ sans-I/O
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> bool:
+        if source != self.config.server or not is_stun(data):
+            return False
+        if self._stun.receive_datagram(data, source, now):
+            self._process_events(now)
+            return True
+        try:
+            message = StunMessage.parse(data)
+        except StunDecodeError:
+            return False
+        if message.method == RvMethod.PEER and message.message_class is MessageClass.REQUEST:
+            self._on_introduction(message, now)
+            return True
+        return False
+
+    def handle_timer(self, now: float) -> None:
+        self._stun.handle_timer(now)
+        self._process_events(now)
+        if self._refresh_at is not None and now >= self._refresh_at:
+            self._refresh_at = None
+            self._send_refresh(now)
+
+    def get_timer(self) -> float | None:
+        timers = [t for t in (self._stun.get_timer(), self._refresh_at) if t is not None]
+        return min(timers, default=None)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out = self._stun.datagrams_to_send(now) + self._outbox
+        self._outbox = []
+        return out
+
+    def next_event(self) -> RvEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ internals
+
+    def _identity_attributes(self) -> tuple[tuple[int, object], ...]:
+        return (
+            (RvAttr.PEER_NAME, self.config.name),
+            (RvAttr.PUBLIC_KEY, self.config.public_key),
+        )
+
+    @staticmethod
+    def _request(method: int, *attributes: tuple[int, object]) -> StunMessage:
+        return StunMessage(method, MessageClass.REQUEST, new_transaction_id(), attributes)
+
+    def _start(
+        self,
+        request: StunMessage,
+        now: float,
+        purpose: tuple[str, str],
+        *,
+        integrity: bool = False,
+        data: bytes | None = None,
+    ) -> None:
+        key = self.session_key if integrity else None
+        if data is not None:
+            # Pre-encoded (signed) request: wrap it so the transaction resends these bytes.
+            request = StunMessage.parse(data)
+        tid = self._stun.send_request(
+            request, self.config.server, now, integrity_key=key, fingerprint=True
+        )
+        self._purpose[tid] = purpose
+
+    def _process_events(self, now: float) -> None:
+        while (event := self._stun.next_event()) is not None:
+            kind, detail = self._purpose.pop(event.transaction_id, ("", ""))
+            if isinstance(event, TransactionTimedOut):
+                self._on_timeout(kind, detail)
+            else:
+                self._on_response(kind, detail, event, now)
+
+    def _on_timeout(self, kind: str, detail: str) -> None:
+        if kind in ("login", "login-signed"):
+            self.state = LoginState.FAILED
+            self._events.append(LoginFailed("no answer from the rendezvous server", None))
+        elif kind == "connect":
+            self._events.append(ConnectFailed(detail, "no answer from the rendezvous server", None))
+        elif kind == "refresh":
+            self._refresh_at = None
+            self.state = LoginState.FAILED
+            self._events.append(LoginFailed("the rendezvous server stopped answering", None))
+
+    def _on_response(self, kind: str, detail: str, event: ResponseReceived, now: float) -> None:
+        response = event.response
+        if event.sends == 1:
+            self.rtt = event.rtt
+        error: ErrorCode | None = response.get(AttrType.ERROR_CODE)
+        if kind == "login":
+            challenge = response.get(RvAttr.CHALLENGE)
+            if error is None or error.code != ErrorCodes.UNAUTHORIZED or challenge is None:
+                self._fail_login(error)
+                return
+            self.state = LoginState.SIGNING
+            self._send_signed_login(challenge, now)
+        elif kind == "login-signed":
+            if error is not None:
+                self._fail_login(error)
+                return
+            self.session_key = response.get(RvAttr.SESSION_KEY)
+            self.public_endpoint = response.get(AttrType.XOR_MAPPED_ADDRESS)
+            lifetime = float(response.get(AttrType.LIFETIME, 60))
+            self._refresh_interval = self.config.refresh_interval or lifetime / 3
+            self._refresh_at = now + self._refresh_interval
+            self.state = LoginState.LOGGED_IN
+            assert self.public_endpoint is not None
+            self._events.append(LoggedIn(self.public_endpoint, lifetime))
+        elif kind == "refresh":
+            if error is not None or not self._authentic(response):
+                self.state = LoginState.FAILED
+                self._events.append(LoginFailed("registration lost; log in again", None))
+                return
+            self.public_endpoint = response.get(AttrType.XOR_MAPPED_ADDRESS, self.public_endpoint)
+            self._refresh_at = now + self._refresh_interval
+        elif kind == "connect":
+            if not self._authentic(response):
+                return  # forged answers are dropped; the transaction already ended though
+            if error is not None:
+                self._events.append(ConnectFailed(detail, error.reason, error.code))
+                return
+            try:
+                introduction = Introduction.from_message(response)
+            except StunDecodeError as exc:
+                self._events.append(ConnectFailed(detail, str(exc), None))
+                return
+            self._events.append(Introduced(introduction, now))
+
+    def _fail_login(self, error: ErrorCode | None) -> None:
+        self.state = LoginState.FAILED
+        reason = "unexpected answer" if error is None else error.reason
+        self._events.append(LoginFailed(reason, None if error is None else error.code))
+
+    def _send_signed_login(self, challenge: bytes, now: float) -> None:
+        attributes = [
+            *self._identity_attributes(),
+            (RvAttr.CHALLENGE, challenge),
+            *((RvAttr.PRIVATE_ENDPOINT, endpoint) for endpoint in self.config.private_endpoints),
+            (RvAttr.NAT_TYPE, self.config.nat_type),
+        ]
+        if self.rtt is not None:
+            attributes.append((RvAttr.RTT, round(self.rtt * 1_000_000)))
+        unsigned = self._request(RvMethod.LOGIN, *attributes)
+        self._start(unsigned, now, ("login-signed", ""), data=encode_signed(unsigned, self._sign))
+
+    def _send_refresh(self, now: float) -> None:
+        attributes: list[tuple[int, object]] = [(AttrType.USERNAME, self.config.name)]
+        if self.rtt is not None:
+            attributes.append((RvAttr.RTT, round(self.rtt * 1_000_000)))
+        self._start(
+            self._request(RvMethod.REFRESH, *attributes), now, ("refresh", ""), integrity=True
+        )
+
+    def _authentic(self, message: StunMessage) -> bool:
+        return self.session_key is not None and message.check_integrity(self.session_key)
+
+    def _on_introduction(self, message: StunMessage, now: float) -> None:
+        if not self._authentic(message):
+            return
+        reply = message.reply(MessageClass.SUCCESS)
+        assert self.session_key is not None
+        self._outbox.append(
+            (reply.encode(integrity_key=self.session_key, fingerprint=True), self.config.server)
+        )
+        if message.transaction_id in self._seen_introductions:
+            return  # a retransmission: answered again, reported once
+        self._seen_introductions.add(message.transaction_id)
+        try:
+            introduction = Introduction.from_message(message)
+        except StunDecodeError:
+            return
+        self._events.append(Introduced(introduction, now))

@@ -1,0 +1,351 @@
+"""Sans-I/O session with one remote peer: simultaneous punching on the rendezvous's schedule,
+a Noise IK handshake whose first message is the punch packet, then an encrypted channel
+with reliable ordered messages, keepalives and dead-path detection.
+
+Packets on the wire (first byte; STUN uses 0x00-0x3F on the same socket):
+  0xA1 handshake initiation (Noise IK message 1, payload = nothing; the rendezvous token
+       is in the prologue, so a message from another introduction does not even decrypt)
+  0xA2 handshake response (Noise IK message 2)
+  0xA3 transport (the channel: explicit counter, AEAD, replay window)
+  0xA4 punch probe from the responder: opens its NAT toward the initiator, carries nothing
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from peer.channel import Channel, ChannelError
+from peer.frames import Ack, Close, Data, FrameError, Keepalive, parse_frame
+from peer.identity import ed25519_to_x25519_public
+from peer.noise import Initiator, NoiseError, Responder
+from peer.reliable import ReliabilityConfig, ReliableStream
+from rendezvous.protocol import Introduction, Role
+from stunproto.attributes import Address
+
+INIT, RESPONSE, TRANSPORT, PROBE = 0xA1, 0xA2, 0xA3, 0xA4
+PEER_PACKET_TYPES = frozenset({INIT, RESPONSE, TRANSPORT, PROBE})
+PROLOGUE = b"holepunch peer v1\x00"
+MAX_LEARNED_CANDIDATES = 4
+
+
+class PathKind(StrEnum):
+    LAN = "lan"
+    DIRECT = "direct"
+    RELAY = "relay"
+
+
+class SessionState(Enum):
+    WAITING = "waiting"  # introduced; the punch schedule has not started yet
+    PUNCHING = "punching"
+    CONFIRMING = "confirming"  # responder: answered the handshake, awaiting first transport
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionConfig:
+    punch_interval: float = 0.02  # cadence of punch packets, seconds
+    punch_count: int = 150  # bounded: 3 s at the default cadence
+    keepalive_interval: float = 15.0  # nothing sent for this long -> keepalive
+    keepalive_jitter: float = 0.1  # +-10%, so that many peers do not beat in step
+    dead_after: float = 40.0  # nothing authenticated received for this long -> path dead
+    reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    peer: str
+    path: PathKind
+    remote: Address
+    elapsed: float  # from introduction to proof of the path both ways
+
+
+@dataclass(frozen=True, slots=True)
+class PathChanged:
+    peer: str
+    path: PathKind
+    remote: Address
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    peer: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    peer: str
+    reason: str
+
+
+SessionEvent = Connected | PathChanged | MessageReceived | SessionClosed
+
+
+class PeerSession:
+    def __init__(
+        self,
+        introduction: Introduction,
+        static: X25519PrivateKey,
+        now: float,
+        *,
+        config: SessionConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.introduction = introduction
+        self.peer = introduction.name
+        self.config = config or SessionConfig()
+        self._rng = rng or random.Random()
+        self._static = static
+        self.remote_static = ed25519_to_x25519_public(introduction.public_key)
+        self._prologue = PROLOGUE + introduction.token
+        self.role = introduction.role
+        self.state = SessionState.WAITING
+        self.started = now
+        self._punch_at: float | None = now + introduction.punch_delay
+        self._punches_left = self.config.punch_count
+        # LAN candidates first: on one LAN they answer first and win.
+        self.candidates: tuple[Address, ...] = (
+            *introduction.private_endpoints,
+            introduction.public_endpoint,
+        )
+        self._learned = 0  # peer-reflexive candidates added from the responder's probes
+        self._outbox: list[tuple[bytes, Address]] = []
+        self._events: deque[SessionEvent] = deque()
+        self._channel: Channel | None = None
+        self.remote: Address | None = None
+        self.path: PathKind | None = None
+        self._stream = ReliableStream(self.config.reliability)
+        self._last_sent = now
+        self._last_received = now
+        self._keepalive_gap = self._jittered()
+        self._message1: bytes | None = None
+        self._initiator: Initiator | None = None
+        self._message2: bytes | None = None  # responder: cached answer for repeated inits
+        self._init_seen: bytes | None = None
+        if self.role is Role.INITIATOR:
+            self._initiator = Initiator(static, self.remote_static, self._prologue)
+            self._message1 = bytes([INIT]) + self._initiator.write_message1(b"")
+
+    # ------------------------------------------------------------------ commands
+
+    def send(self, data: bytes, now: float) -> None:
+        if self.state is SessionState.CLOSED:
+            raise RuntimeError(f"session with {self.peer} is closed")
+        self._stream.send(data)
+
+    @property
+    def pending(self) -> int:
+        return self._stream.pending
+
+    def close(self, now: float, reason: str = "closed") -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        if self._channel is not None and self.remote is not None:
+            self._transmit(Close(reason).encode(), now)
+        self._finish(reason)
+
+    # ------------------------------------------------------------------ sans-I/O
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> bool:
+        """True if the datagram was this session's (authenticated)."""
+        if self.state is SessionState.CLOSED or not data:
+            return False
+        kind = data[0]
+        if kind == INIT and self.role is Role.RESPONDER:
+            return self._on_init(data, source, now)
+        if kind == RESPONSE and self._initiator is not None:
+            if self._channel is None:
+                return self._on_response(data, source, now)
+            return self._on_repeated_response(data, source, now)
+        if kind == TRANSPORT and self._channel is not None:
+            return self._on_transport(data, source, now)
+        if kind == PROBE and self._message1 is not None and self.state is SessionState.PUNCHING:
+            return self._on_probe(source)
+        return False
+
+    def _on_probe(self, source: Address) -> bool:
+        # A symmetric NAT in front of the responder sends its probes from a port the server
+        # never saw: aim the handshake there too (a peer-reflexive candidate, as in ICE).
+        # Bounded, and harmless: only the vouched-for key can answer our handshake.
+        if source in self.candidates or self._learned >= MAX_LEARNED_CANDIDATES:
+            return False
+        self._learned += 1
+        self.candidates = (*self.candidates, source)
+        return True
+
+    def handle_timer(self, now: float) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        if self._punch_at is not None and now >= self._punch_at:
+            self._punch(now)
+        if self._channel is not None and now - self._last_received >= self.config.dead_after:
+            self._finish(f"path dead: nothing heard for {self.config.dead_after:.0f} s")
+            return
+        if self.state is SessionState.CONNECTED:
+            self._flush(now)
+            if now - self._last_sent >= self._keepalive_gap:
+                self._transmit(Keepalive().encode(), now)
+
+    def get_timer(self) -> float | None:
+        if self.state is SessionState.CLOSED:
+            return None
+        timers: list[float] = []
+        if self._punch_at is not None:
+            timers.append(self._punch_at)
+        if self._channel is not None:
+            timers.append(self._last_received + self.config.dead_after)
+        if self.state is SessionState.CONNECTED:
+            timers.append(self._last_sent + self._keepalive_gap)
+            stream_timer = self._stream.get_timer()
+            if stream_timer is not None:
+                timers.append(stream_timer)
+        return min(timers, default=None)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        if self.state is SessionState.CONNECTED:
+            self._flush(now)
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> SessionEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ punching
+
+    def _punch(self, now: float) -> None:
+        if self.state is SessionState.WAITING:
+            self.state = SessionState.PUNCHING
+        if self.state not in (SessionState.PUNCHING, SessionState.CONFIRMING):
+            self._punch_at = None
+            return
+        if self._punches_left <= 0:
+            self._punch_at = None
+            if self.state is SessionState.PUNCHING or self._channel is None:
+                self._finish("no direct path: punching found no way through")
+            return
+        self._punches_left -= 1
+        if self.state is SessionState.CONFIRMING:
+            # Responder: our answer may have been lost, and the initiator's confirmation too.
+            assert self._message2 is not None and self.remote is not None
+            self._outbox.append((self._message2, self.remote))
+        elif self._message1 is not None:
+            self._outbox.extend((self._message1, candidate) for candidate in self.candidates)
+        else:
+            # Responder before the handshake: open our NAT toward every candidate.
+            self._outbox.extend((bytes([PROBE]), candidate) for candidate in self.candidates)
+        self._punch_at = now + self.config.punch_interval
+
+    def _on_init(self, data: bytes, source: Address, now: float) -> bool:
+        if self._message2 is not None:
+            if data == self._init_seen:
+                # The initiator did not get our answer yet (or it was lost): answer again.
+                self._outbox.append((self._message2, source))
+                return True
+            return False
+        responder = Responder(self._static, self._prologue)
+        try:
+            remote_static, _ = responder.read_message1(data[1:])
+        except NoiseError:
+            return False  # another introduction's handshake, or garbage
+        if remote_static != self.remote_static:
+            return False  # not the key the rendezvous vouched for: do not answer
+        message2, keys = responder.write_message2(b"")
+        self._message2 = bytes([RESPONSE]) + message2
+        self._init_seen = data
+        self._channel = Channel(keys)
+        self._last_received = now
+        self._set_remote(source)
+        self.state = SessionState.CONFIRMING
+        self._outbox.append((self._message2, source))
+        return True
+
+    def _on_response(self, data: bytes, source: Address, now: float) -> bool:
+        assert self._initiator is not None
+        try:
+            _, keys = self._initiator.read_message2(data[1:])
+        except NoiseError:
+            return False
+        self._channel = Channel(keys)
+        self._message2 = data  # to recognise the responder's repeats
+        self._connected(source, now)
+        # Prove the path to the responder at once (it waits for a first transport packet).
+        self._transmit(Keepalive().encode(), now)
+        return True
+
+    def _on_repeated_response(self, data: bytes, source: Address, now: float) -> bool:
+        if data != self._message2:
+            return False
+        # The responder has not seen our confirmation yet: confirm again, over this path.
+        if self.path is not PathKind.LAN and self._is_lan(source):
+            self._set_remote(source)  # the LAN answered too: prefer it
+            self._events.append(PathChanged(self.peer, PathKind.LAN, source))
+        self._transmit(Keepalive().encode(), now)
+        return True
+
+    # ------------------------------------------------------------------ transport
+
+    def _on_transport(self, data: bytes, source: Address, now: float) -> bool:
+        assert self._channel is not None
+        try:
+            plaintext = self._channel.open(data)
+            frame = parse_frame(plaintext)
+        except (ChannelError, FrameError):
+            return False
+        self._last_received = now
+        if self.state is SessionState.CONFIRMING:
+            self._connected(source, now)
+        elif source != self.remote:
+            self._set_remote(source)
+            assert self.path is not None
+            self._events.append(PathChanged(self.peer, self.path, source))
+        if isinstance(frame, Data):
+            self._stream.on_data(frame)
+            while (delivered := self._stream.next_delivery()) is not None:
+                self._events.append(MessageReceived(self.peer, delivered))
+        elif isinstance(frame, Ack):
+            self._stream.on_ack(frame, now)
+        elif isinstance(frame, Close):
+            self._finish(f"closed by {self.peer}" + (f": {frame.reason}" if frame.reason else ""))
+        return True
+
+    def _connected(self, source: Address, now: float) -> None:
+        self._set_remote(source)
+        self.state = SessionState.CONNECTED
+        self._punch_at = None
+        self._last_received = now
+        assert self.path is not None
+        self._events.append(Connected(self.peer, self.path, source, now - self.started))
+
+    def _set_remote(self, source: Address) -> None:
+        self.remote = source
+        self.path = PathKind.LAN if self._is_lan(source) else PathKind.DIRECT
+
+    def _is_lan(self, source: Address) -> bool:
+        # A host with a public address reports it as private too: that is not a LAN path.
+        intro = self.introduction
+        return source in intro.private_endpoints and source != intro.public_endpoint
+
+    def _flush(self, now: float) -> None:
+        for frame in self._stream.frames_to_send(now):
+            self._transmit(frame.encode(), now)
+
+    def _transmit(self, plaintext: bytes, now: float) -> None:
+        assert self._channel is not None and self.remote is not None
+        self._outbox.append((self._channel.seal(plaintext), self.remote))
+        self._last_sent = now
+        self._keepalive_gap = self._jittered()
+
+    def _jittered(self) -> float:
+        jitter = self.config.keepalive_jitter
+        return self.config.keepalive_interval * self._rng.uniform(1 - jitter, 1 + jitter)
+
+    def _finish(self, reason: str) -> None:
+        self.state = SessionState.CLOSED
+        self._punch_at = None
+        self._events.append(SessionClosed(self.peer, reason))

@@ -1,0 +1,171 @@
+"""The rendezvous protocol: STUN-framed methods and attributes (see docs/protocol.md).
+
+Framing every message as STUN lets one demultiplexer on one socket serve Binding, the
+rendezvous methods and, later, TURN; it also gives transactions, retransmission,
+MESSAGE-INTEGRITY and FINGERPRINT for free.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import IntEnum
+
+from stunproto import MessageClass, StunDecodeError, StunMessage
+from stunproto.attributes import (
+    Address,
+    address_codec,
+    raw_codec,
+    register_attribute,
+    text_codec,
+    uint_codec,
+)
+from stunproto.message import HEADER_SIZE
+
+
+class RvMethod(IntEnum):
+    LOGIN = 0xC01  # register name, key and endpoints (challenge, then signed)
+    REFRESH = 0xC02  # keep the registration (and the server's NAT mapping) alive
+    CONNECT = 0xC03  # ask to be introduced to another peer
+    PEER = 0xC04  # server -> peer: an introduction (the other side of CONNECT)
+    REPORT = 0xC05  # peer -> server indication: how a punch ended (for the logs)
+
+
+class RvAttr(IntEnum):
+    # Comprehension-required range: a server that does not speak this protocol says 420.
+    PEER_NAME = 0x7F01
+    PUBLIC_KEY = 0x7F02  # Ed25519, 32 bytes
+    PRIVATE_ENDPOINT = 0x7F03  # repeated; XORed so NAT ALGs cannot rewrite it
+    NAT_TYPE = 0x7F04
+    SIGNATURE = 0x7F05  # Ed25519 over the message up to this attribute
+    CHALLENGE = 0x7F06
+    CONNECT_TOKEN = 0x7F07  # fresh per introduction, proves the punch belongs to it
+    PUNCH_DELAY = 0x7F08  # milliseconds to wait after receipt before punching
+    PUBLIC_ENDPOINT = 0x7F09  # the other peer's observed (public) endpoint
+    ROLE = 0x7F0A  # 0: initiator (sends the Noise handshake), 1: responder
+    RTT = 0x7F0B  # the peer's measured round trip to the server, microseconds
+    SESSION_KEY = 0x7F0C  # login session secret: MESSAGE-INTEGRITY key from then on
+    OUTCOME = 0x7F0D  # REPORT: "lan", "direct", "failed", ...
+    ELAPSED = 0x7F0E  # REPORT: milliseconds from introduction to outcome
+
+
+_ADDRESS = address_codec(xor=True)
+for _attr, _codec in (
+    (RvAttr.PEER_NAME, text_codec()),
+    (RvAttr.PUBLIC_KEY, raw_codec(32)),
+    (RvAttr.PRIVATE_ENDPOINT, _ADDRESS),
+    (RvAttr.NAT_TYPE, text_codec()),
+    (RvAttr.SIGNATURE, raw_codec(64)),
+    (RvAttr.CHALLENGE, raw_codec(24)),
+    (RvAttr.CONNECT_TOKEN, raw_codec(16)),
+    (RvAttr.PUNCH_DELAY, uint_codec(4)),
+    (RvAttr.PUBLIC_ENDPOINT, _ADDRESS),
+    (RvAttr.ROLE, uint_codec(4)),
+    (RvAttr.RTT, uint_codec(4)),
+    (RvAttr.SESSION_KEY, raw_codec(16)),
+    (RvAttr.OUTCOME, text_codec()),
+    (RvAttr.ELAPSED, uint_codec(4)),
+):
+    register_attribute(_attr, *_codec)
+
+RV_METHODS = frozenset(int(method) for method in RvMethod)
+SIGNATURE_DOMAIN = b"holepunch rendezvous login v1\x00"
+
+
+class Role(IntEnum):
+    INITIATOR = 0
+    RESPONDER = 1
+
+
+class ErrorCodes:
+    UNAUTHORIZED = 401  # challenge issued, or bad signature / integrity
+    FORBIDDEN = 403  # the name belongs to another key
+    NOT_FOUND = 404  # unknown or offline peer
+    STALE = 438  # challenge expired or already used
+    BAD_REQUEST = 400
+    TRY_LATER = 503  # server full
+
+
+def method_of(data: bytes) -> int:
+    """The method of a STUN datagram without parsing it (first bytes only)."""
+    mtype = (data[0] << 8) | data[1]
+    return (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
+
+
+def all_values(message: StunMessage, attr_type: int) -> list[object]:
+    return [value for kind, value in message.attributes if kind == attr_type]
+
+
+def signature_input(raw: bytes) -> bytes:
+    """What a SIGNATURE signs: the domain, then the message up to (not including) the
+    SIGNATURE attribute, with the header length counting up to the end of SIGNATURE (the
+    MESSAGE-INTEGRITY convention). Raises StunDecodeError if there is no SIGNATURE."""
+    pos = HEADER_SIZE
+    while pos + 4 <= len(raw):
+        attr_type, length = struct.unpack_from("!HH", raw, pos)
+        if attr_type == RvAttr.SIGNATURE:
+            header = raw[:2] + (pos - HEADER_SIZE + 4 + 64).to_bytes(2, "big") + raw[4:HEADER_SIZE]
+            return SIGNATURE_DOMAIN + header + raw[HEADER_SIZE:pos]
+        pos += 4 + length + (-length & 3)
+    raise StunDecodeError("no SIGNATURE attribute")
+
+
+def encode_signed(message: StunMessage, sign: Callable[[bytes], bytes]) -> bytes:
+    """Encode ``message`` with a trailing SIGNATURE made by ``sign`` and a FINGERPRINT."""
+    with_placeholder = replace(
+        message, attributes=(*message.attributes, (RvAttr.SIGNATURE, bytes(64)))
+    )
+    signature = sign(signature_input(with_placeholder.encode()))
+    signed = replace(message, attributes=(*message.attributes, (RvAttr.SIGNATURE, signature)))
+    return signed.encode(fingerprint=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Introduction:
+    """What the server tells each side of a CONNECT about the other."""
+
+    name: str
+    public_key: bytes
+    public_endpoint: Address
+    private_endpoints: tuple[Address, ...]
+    role: Role
+    token: bytes
+    punch_delay: float  # seconds after receipt
+    nat_type: str
+
+    def attributes(self) -> tuple[tuple[int, object], ...]:
+        return (
+            (RvAttr.PEER_NAME, self.name),
+            (RvAttr.PUBLIC_KEY, self.public_key),
+            (RvAttr.PUBLIC_ENDPOINT, self.public_endpoint),
+            *((RvAttr.PRIVATE_ENDPOINT, endpoint) for endpoint in self.private_endpoints),
+            (RvAttr.ROLE, int(self.role)),
+            (RvAttr.CONNECT_TOKEN, self.token),
+            (RvAttr.PUNCH_DELAY, round(self.punch_delay * 1000)),
+            (RvAttr.NAT_TYPE, self.nat_type),
+        )
+
+    @classmethod
+    def from_message(cls, message: StunMessage) -> Introduction:
+        try:
+            return cls(
+                name=message.get(RvAttr.PEER_NAME),
+                public_key=message.get(RvAttr.PUBLIC_KEY),
+                public_endpoint=message.get(RvAttr.PUBLIC_ENDPOINT),
+                private_endpoints=tuple(all_values(message, RvAttr.PRIVATE_ENDPOINT)),  # type: ignore[arg-type]
+                role=Role(message.get(RvAttr.ROLE)),
+                token=message.get(RvAttr.CONNECT_TOKEN),
+                punch_delay=message.get(RvAttr.PUNCH_DELAY) / 1000,
+                nat_type=message.get(RvAttr.NAT_TYPE, "unknown"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise StunDecodeError(f"incomplete introduction: {exc}") from exc
+
+    def __post_init__(self) -> None:
+        if None in (self.name, self.public_key, self.public_endpoint, self.token):
+            raise StunDecodeError("introduction lacks name, key, endpoint or token")
+
+
+def is_request(message: StunMessage) -> bool:
+    return message.message_class is MessageClass.REQUEST

@@ -1,0 +1,328 @@
+"""Sans-I/O rendezvous: login, registration refresh, introductions with a punch schedule.
+
+Rendezvous methods arrive on the STUN socket; everything else goes to the STUN Binding
+service. Server-initiated introductions (PEER requests) are transactions with RFC 8489
+retransmission, driven by ``handle_timer``/``get_timer`` like every sans-I/O piece here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from rendezvous.protocol import (
+    RV_METHODS,
+    ErrorCodes,
+    Introduction,
+    Role,
+    RvAttr,
+    RvMethod,
+    all_values,
+    method_of,
+    signature_input,
+)
+from rendezvous.registry import NameRegistry
+from rendezvous.stun_service import Reply, StunService, StunServiceConfig
+from stunproto import AttrType, ErrorCode, MessageClass, StunDecodeError, StunMessage
+from stunproto.attributes import Address
+from stunproto.client import RetransmitPolicy, StunClient
+from stunproto.message import new_transaction_id
+
+log = structlog.get_logger()
+
+MAX_NAME_BYTES = 64
+MAX_PRIVATE_ENDPOINTS = 8
+SWEEP_INTERVAL = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RendezvousConfig:
+    stun: StunServiceConfig
+    registration_lifetime: float = 60.0  # seconds without a refresh before a peer is offline
+    challenge_lifetime: float = 30.0
+    max_peers: int = 100_000
+    punch_margin: float = 0.02  # seconds added to both sides' punch delays
+    introduction_policy: RetransmitPolicy = field(
+        default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=6, rto_max=1.0)
+    )
+
+
+@dataclass(slots=True)
+class Registration:
+    name: str
+    public_key: bytes
+    endpoint: Address  # observed: where its requests come from
+    private_endpoints: tuple[Address, ...]
+    nat_type: str
+    session_key: bytes
+    rtt: float
+    expires: float
+
+
+class RendezvousService:
+    def __init__(
+        self,
+        config: RendezvousConfig,
+        registry: NameRegistry,
+        *,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.config = config
+        self.stun = StunService(config.stun)
+        self.registry = registry
+        self._random = random_bytes
+        self._secret = random_bytes(32)
+        self._peers: dict[str, Registration] = {}
+        self._used_challenges: dict[bytes, float] = {}  # challenge -> when it expires
+        self._introducer = StunClient(policy=config.introduction_policy)
+        self._primary = config.stun.primary
+        self._next_sweep: float | None = None  # when to forget expired peers and challenges
+
+    @property
+    def local_addresses(self) -> tuple[Address, ...]:
+        return self.stun.local_addresses
+
+    def online(self, name: str, now: float) -> Registration | None:
+        peer = self._peers.get(name)
+        return peer if peer is not None and peer.expires > now else None
+
+    # ------------------------------------------------------------------ dispatch
+
+    def handle(self, data: bytes, source: Address, local: Address, now: float) -> Reply | None:
+        if len(data) < 20 or data[0] >= 0x40 or method_of(data) not in RV_METHODS:
+            return self.stun.handle(data, source, local, now)
+        if not self.stun.limiter.allow(source[0], now):
+            return None
+        try:
+            message = StunMessage.parse(data)
+        except StunDecodeError:
+            return None
+        if message.message_class in (MessageClass.SUCCESS, MessageClass.ERROR):
+            self._introducer.receive_datagram(data, source, now)  # a peer acked an intro
+            return None
+        if message.legacy:
+            return None
+        handler = {
+            RvMethod.LOGIN: self._login,
+            RvMethod.REFRESH: self._refresh,
+            RvMethod.CONNECT: self._connect,
+            RvMethod.REPORT: self._report,
+        }.get(RvMethod(message.method))
+        if handler is None:
+            return None
+        response = handler(message, source, now)
+        if self._next_sweep is None and (self._peers or self._used_challenges):
+            self._next_sweep = now + SWEEP_INTERVAL
+        return None if response is None else Reply(response, local, source)
+
+    # The asyncio adapter sends introductions from the primary socket.
+    def datagrams_to_send(self, now: float) -> list[Reply]:
+        return [
+            Reply(data, self._primary, destination)
+            for data, destination in self._introducer.datagrams_to_send(now)
+        ]
+
+    def get_timer(self) -> float | None:
+        timers = [t for t in (self._introducer.get_timer(), self._next_sweep) if t is not None]
+        return min(timers, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        self._introducer.handle_timer(now)
+        while self._introducer.next_event() is not None:
+            pass  # a lost introduction is covered by the initiator's punching deadline
+        if self._next_sweep is not None and now >= self._next_sweep:
+            self._expire(now)
+            busy = self._peers or self._used_challenges
+            self._next_sweep = now + SWEEP_INTERVAL if busy else None
+
+    # ------------------------------------------------------------------ login
+
+    def _challenge(self, source: Address, name: str, key: bytes, issued_ms: int) -> bytes:
+        stamp = issued_ms.to_bytes(8, "big")
+        material = stamp + f"{source[0]}|{source[1]}|{name}|".encode() + key
+        return stamp + hmac.new(self._secret, material, hashlib.sha256).digest()[:16]
+
+    def _login(self, message: StunMessage, source: Address, now: float) -> bytes | None:
+        name = message.get(RvAttr.PEER_NAME)
+        key = message.get(RvAttr.PUBLIC_KEY)
+        if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME_BYTES:
+            return self._error(message, ErrorCodes.BAD_REQUEST, "a peer name is required")
+        if not isinstance(key, bytes):
+            return self._error(message, ErrorCodes.BAD_REQUEST, "a public key is required")
+        challenge = message.get(RvAttr.CHALLENGE)
+        if challenge is None:
+            fresh = self._challenge(source, name, key, int(now * 1000))
+            return self._error(
+                message, ErrorCodes.UNAUTHORIZED, "sign this challenge", (RvAttr.CHALLENGE, fresh)
+            )
+        issued = int.from_bytes(challenge[:8], "big") / 1000
+        expected = self._challenge(source, name, key, int.from_bytes(challenge[:8], "big"))
+        if not hmac.compare_digest(challenge, expected):
+            return self._error(message, ErrorCodes.UNAUTHORIZED, "challenge not issued to you")
+        if not issued <= now < issued + self.config.challenge_lifetime:
+            return self._error(message, ErrorCodes.STALE, "challenge expired")
+        if challenge in self._used_challenges:
+            log.warning("login_replay", name=name, source=_text(source))
+            return self._error(message, ErrorCodes.STALE, "challenge already used")
+        try:
+            Ed25519PublicKey.from_public_bytes(key).verify(
+                message.get(RvAttr.SIGNATURE) or b"", signature_input(message.raw)
+            )
+        except (InvalidSignature, ValueError, StunDecodeError):
+            return self._error(message, ErrorCodes.UNAUTHORIZED, "bad signature")
+        self._used_challenges[challenge] = issued + self.config.challenge_lifetime
+        if not self.registry.claim(name, key):
+            log.warning("login_refused", name=name, source=_text(source), reason="name taken")
+            return self._error(message, ErrorCodes.FORBIDDEN, "name belongs to another key")
+        if name not in self._peers and len(self._peers) >= self.config.max_peers:
+            self._expire(now)
+            if len(self._peers) >= self.config.max_peers:
+                return self._error(message, ErrorCodes.TRY_LATER, "server full")
+        private = tuple(all_values(message, RvAttr.PRIVATE_ENDPOINT))[:MAX_PRIVATE_ENDPOINTS]
+        session_key = self._random(16)
+        rtt = message.get(RvAttr.RTT, 0) / 1_000_000
+        self._peers[name] = Registration(
+            name=name,
+            public_key=key,
+            endpoint=source,
+            private_endpoints=private,  # type: ignore[arg-type]
+            nat_type=str(message.get(RvAttr.NAT_TYPE, "unknown")),
+            session_key=session_key,
+            rtt=rtt,
+            expires=now + self.config.registration_lifetime,
+        )
+        log.info(
+            "login",
+            name=name,
+            endpoint=_text(source),
+            private=[_text(endpoint) for endpoint in private],  # type: ignore[arg-type]
+            nat_type=message.get(RvAttr.NAT_TYPE, "unknown"),
+        )
+        reply = message.reply(
+            MessageClass.SUCCESS,
+            (AttrType.XOR_MAPPED_ADDRESS, source),
+            (AttrType.LIFETIME, int(self.config.registration_lifetime)),
+            (RvAttr.SESSION_KEY, session_key),
+        )
+        return reply.encode(fingerprint=True)
+
+    # ------------------------------------------------------------------ authenticated
+
+    def _authenticate(self, message: StunMessage, now: float) -> Registration | None:
+        name = message.get(AttrType.USERNAME)
+        peer = self.online(name, now) if isinstance(name, str) else None
+        if peer is None or not message.check_integrity(peer.session_key):
+            return None
+        return peer
+
+    def _refresh(self, message: StunMessage, source: Address, now: float) -> bytes | None:
+        peer = self._authenticate(message, now)
+        if peer is None:
+            return self._error(message, ErrorCodes.UNAUTHORIZED, "log in again")
+        peer.endpoint = source
+        peer.expires = now + self.config.registration_lifetime
+        if RvAttr.RTT in message:
+            peer.rtt = message.get(RvAttr.RTT) / 1_000_000
+        reply = message.reply(
+            MessageClass.SUCCESS,
+            (AttrType.XOR_MAPPED_ADDRESS, source),
+            (AttrType.LIFETIME, int(self.config.registration_lifetime)),
+        )
+        return reply.encode(integrity_key=peer.session_key, fingerprint=True)
+
+    def _connect(self, message: StunMessage, source: Address, now: float) -> bytes | None:
+        caller = self._authenticate(message, now)
+        if caller is None:
+            return self._error(message, ErrorCodes.UNAUTHORIZED, "log in again")
+        caller.endpoint = source
+        target_name = message.get(RvAttr.PEER_NAME)
+        target = self.online(target_name, now) if isinstance(target_name, str) else None
+        if target is None or target is caller:
+            log.info("exchange_refused", source=caller.name, target=target_name)
+            return self._error(
+                message,
+                ErrorCodes.NOT_FOUND,
+                f"peer {target_name!r} is unknown or offline",
+                key=caller.session_key,
+            )
+        token = self._random(16)
+        # Each side learns of the other half a round trip after we send; delay the earlier
+        # one so that both start punching together (as libp2p's DCUtR does with SYNC).
+        arrival = max(caller.rtt, target.rtt) / 2
+        caller_delay = arrival - caller.rtt / 2 + self.config.punch_margin
+        target_delay = arrival - target.rtt / 2 + self.config.punch_margin
+        to_target = StunMessage(
+            RvMethod.PEER,
+            MessageClass.REQUEST,
+            new_transaction_id(),
+            (
+                (AttrType.USERNAME, target.name),
+                *_introduce(caller, Role.RESPONDER, token, target_delay).attributes(),
+            ),
+        )
+        self._introducer.send_request(
+            to_target, target.endpoint, now, integrity_key=target.session_key, fingerprint=True
+        )
+        log.info("exchange", source=caller.name, target=target.name)
+        reply = message.reply(
+            MessageClass.SUCCESS,
+            *_introduce(target, Role.INITIATOR, token, caller_delay).attributes(),
+        )
+        return reply.encode(integrity_key=caller.session_key, fingerprint=True)
+
+    def _report(self, message: StunMessage, source: Address, now: float) -> bytes | None:
+        peer = self._authenticate(message, now)
+        if peer is not None:
+            log.info(
+                "punch_outcome",
+                name=peer.name,
+                peer=message.get(RvAttr.PEER_NAME),
+                outcome=message.get(RvAttr.OUTCOME),
+                ms=message.get(RvAttr.ELAPSED),
+            )
+        return None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _error(
+        self,
+        message: StunMessage,
+        code: int,
+        reason: str,
+        *extra: tuple[int, object],
+        key: bytes | None = None,
+    ) -> bytes:
+        reply = message.reply(
+            MessageClass.ERROR, (AttrType.ERROR_CODE, ErrorCode(code, reason)), *extra
+        )
+        return reply.encode(integrity_key=key, fingerprint=True)
+
+    def _expire(self, now: float) -> None:
+        for name in [name for name, peer in self._peers.items() if peer.expires <= now]:
+            del self._peers[name]
+        for challenge in [c for c, until in self._used_challenges.items() if until <= now]:
+            del self._used_challenges[challenge]
+
+
+def _introduce(peer: Registration, role: Role, token: bytes, delay: float) -> Introduction:
+    return Introduction(
+        name=peer.name,
+        public_key=peer.public_key,
+        public_endpoint=peer.endpoint,
+        private_endpoints=peer.private_endpoints,
+        role=role,
+        token=token,
+        punch_delay=max(delay, 0.0),
+        nat_type=peer.nat_type,
+    )
+
+
+def _text(address: Address) -> str:
+    return f"{address[0]}:{address[1]}"
