@@ -87,6 +87,16 @@ class _Prober:
         )
         self.silent = replace(self.answered, max_sends=self.config.silent_sends)
 
+    async def measure_rtt(self, endpoint: StunEndpoint, attempts: int = 3) -> float | None:
+        """A round trip from a transaction answered at its first send (Karn's rule: a
+        retransmitted one cannot tell which send was answered). Worth a round trip when
+        the first test was retransmitted: the silent tests' schedule depends on it."""
+        for _ in range(attempts):
+            answer = await self.ask(endpoint, binding_request(), self.server, silent=False)
+            if answer is not None and answer.sends == 1:
+                return answer.rtt
+        return None
+
     async def fresh(self) -> StunEndpoint:
         endpoint = await open_endpoint((self.local_ip, 0))
         self._sockets.append(endpoint)
@@ -266,8 +276,9 @@ async def probe(
                 skipped={"all": reason},
                 duration_ms=round((loop.time() - started) * 1000, 1),
             )
-        if first.sends == 1:
-            prober.tune(first.rtt)
+        rtt = first.rtt if first.sends == 1 else await prober.measure_rtt(main)
+        if rtt is not None:
+            prober.tune(rtt)
         other: Address | None = first.response.get(AttrType.OTHER_ADDRESS) or first.response.get(
             AttrType.CHANGED_ADDRESS
         )

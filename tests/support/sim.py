@@ -1,0 +1,155 @@
+"""Wiring the sans-I/O rendezvous service and peer agents into the in-process simulator."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from netsim import Nat, NatConfig, Network
+from peer.agent import AgentConfig, AgentEvent, PeerAgent
+from peer.identity import Identity
+from peer.rendezvous_client import LoggedIn, RendezvousClientConfig
+from peer.session import SessionConfig
+from rendezvous.registry import NameRegistry
+from rendezvous.service import RendezvousConfig, RendezvousService
+from rendezvous.stun_service import StunServiceConfig
+from stunproto.attributes import Address
+
+SERVER = ("203.0.113.10", 3478)
+KINDS: dict[str, NatConfig | None] = {
+    "open": None,
+    "full-cone": NatConfig.full_cone(),
+    "restricted-cone": NatConfig.restricted_cone(),
+    "port-restricted-cone": NatConfig.port_restricted_cone(),
+    "symmetric": NatConfig.symmetric(),
+}
+# Pairs where no direct path exists without port prediction.
+IMPOSSIBLE = {
+    ("symmetric", "symmetric"),
+    ("symmetric", "port-restricted-cone"),
+    ("port-restricted-cone", "symmetric"),
+}
+
+
+class RendezvousApp:
+    """The rendezvous service on one simulated socket."""
+
+    def __init__(self, service: RendezvousService) -> None:
+        self.service = service
+        self.local = service.local_addresses[0]
+        self._out: list[tuple[bytes, Address]] = []
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        reply = self.service.handle(data, source, self.local, now)
+        if reply is not None:
+            self._out.append((reply.data, reply.destination))
+
+    def handle_timer(self, now: float) -> None:
+        self.service.handle_timer(now)
+
+    def get_timer(self) -> float | None:
+        return self.service.get_timer()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out = self._out + [(r.data, r.destination) for r in self.service.datagrams_to_send(now)]
+        self._out = []
+        return out
+
+
+@dataclass
+class SimPeer:
+    name: str
+    agent: PeerAgent
+    events: list[AgentEvent] = field(default_factory=list)
+
+    def poll(self) -> list[AgentEvent]:
+        while (event := self.agent.next_event()) is not None:
+            self.events.append(event)
+        return self.events
+
+    def has(self, kind: type) -> bool:
+        return any(isinstance(event, kind) for event in self.poll())
+
+    def first(self, kind: type) -> AgentEvent:
+        return next(event for event in self.poll() if isinstance(event, kind))
+
+
+@dataclass
+class World:
+    net: Network
+    server: RendezvousApp
+    a: SimPeer
+    b: SimPeer
+
+    def login(self, timeout: float = 10.0) -> bool:
+        for peer in (self.a, self.b):
+            peer.agent.login(self.net.now)
+            self.net.wake(peer.agent)
+        return self.net.run_until(
+            lambda: self.a.has(LoggedIn) and self.b.has(LoggedIn), timeout=timeout
+        )
+
+
+def build_world(
+    kind_a: str,
+    kind_b: str,
+    *,
+    rtt: float = 0.02,
+    loss: float = 0.0,
+    seed: int = 1,
+    same_nat: bool = False,
+    session: SessionConfig | None = None,
+) -> World:
+    """Two peers (alice behind ``kind_a``, bob behind ``kind_b``) and a rendezvous server.
+    The peers' one-way delay to the internet core is rtt/4 each, so a round trip between
+    them is ``rtt``; the server sits at the core."""
+    rng = random.Random(seed)
+    net = Network(rng=rng)
+    service = RendezvousService(
+        RendezvousConfig(stun=StunServiceConfig(primary=SERVER)),
+        NameRegistry(),
+        random_bytes=rng.randbytes,
+    )
+    server = RendezvousApp(service)
+    net.add_host("server", SERVER[0]).bind(server, SERVER[1])
+    nats: dict[str, Nat | None] = {}
+    shared: Nat | None = None
+    peers = []
+    for index, (name, kind) in enumerate((("alice", kind_a), ("bob", kind_b)), start=1):
+        config = KINDS[kind]
+        if same_nat and shared is not None:
+            nat = shared
+        elif config is None:
+            nat = None
+        else:
+            nat = net.add_nat(
+                f"nat-{name}", f"198.51.100.{index}", config, delay=rtt / 4, loss=loss
+            )
+            shared = nat
+        nats[name] = nat
+        if nat is None:
+            ip = f"192.0.2.{index}"
+            host = net.add_host(name, ip, delay=rtt / 4, loss=loss)
+        else:
+            ip = f"10.0.{1 if same_nat else index}.{index + 1}"
+            host = net.add_host(name, ip, behind=nat)
+        identity = Identity.generate(urandom=rng.randbytes)
+        port = 40000 + index
+        agent = PeerAgent(
+            AgentConfig(
+                rendezvous=RendezvousClientConfig(
+                    server=SERVER,
+                    name=name,
+                    public_key=identity.public_key,
+                    private_endpoints=((ip, port),),
+                    nat_type=kind,
+                ),
+                session=session or SessionConfig(),
+            ),
+            sign=identity.sign,
+            static=identity.x25519_private,
+            rng=random.Random(seed + index),
+        )
+        host.bind(agent, port)
+        peers.append(SimPeer(name, agent))
+    return World(net, server, peers[0], peers[1])
