@@ -56,7 +56,8 @@ class PeerConfig:
     local_port: int = 0
     probe_nat: bool = True  # classify the NAT on the punching socket before logging in
     probe_lifetime: float | None = None  # also measure the binding lifetime (seconds max)
-    keepalive: float | None = None  # None: half the measured binding lifetime, else 15 s
+    # None: half the measured binding lifetime, else 15 s; 0 turns keepalives off
+    keepalive: float | None = None
     session: SessionConfig = field(default_factory=SessionConfig)
     login_timeout: float = 15.0
 
@@ -167,7 +168,7 @@ class Peer:
                 public_key=self.identity.public_key,
                 private_endpoints=local_endpoints(port, local_ip),
                 nat_type=self.nat_type,
-                refresh_interval=min(keepalive, 20.0) if keepalive is not None else None,
+                refresh_interval=min(keepalive, 20.0) if keepalive else None,
             ),
             session=session,
         )
@@ -301,5 +302,7 @@ class Peer:
 
 
 def _with_keepalive(session: SessionConfig, keepalive: float) -> SessionConfig:
+    if keepalive <= 0:
+        return replace(session, keepalive_interval=None)
     # A path is dead after several keepalives went unanswered, never sooner than 5 s.
     return replace(session, keepalive_interval=keepalive, dead_after=max(5.0, 4 * keepalive))

@@ -12,6 +12,7 @@ Packets on the wire (first byte; STUN uses 0x00-0x3F on the same socket):
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class SessionState(Enum):
 class SessionConfig:
     punch_interval: float = 0.02  # cadence of punch packets, seconds
     punch_count: int = 150  # bounded: 3 s at the default cadence
-    keepalive_interval: float = 15.0  # nothing sent for this long -> keepalive
+    keepalive_interval: float | None = 15.0  # nothing sent for this long -> keepalive; None: off
     keepalive_jitter: float = 0.1  # +-10%, so that many peers do not beat in step
     dead_after: float = 40.0  # nothing authenticated received for this long -> path dead
     reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
@@ -201,7 +202,8 @@ class PeerSession:
         if self._channel is not None:
             timers.append(self._last_received + self.config.dead_after)
         if self.state is SessionState.CONNECTED:
-            timers.append(self._last_sent + self._keepalive_gap)
+            if self._keepalive_gap != math.inf:
+                timers.append(self._last_sent + self._keepalive_gap)
             stream_timer = self._stream.get_timer()
             if stream_timer is not None:
                 timers.append(stream_timer)
@@ -342,6 +344,8 @@ class PeerSession:
         self._keepalive_gap = self._jittered()
 
     def _jittered(self) -> float:
+        if self.config.keepalive_interval is None:
+            return math.inf  # keepalives off (a negative control in tests, or the app's choice)
         jitter = self.config.keepalive_jitter
         return self.config.keepalive_interval * self._rng.uniform(1 - jitter, 1 + jitter)
 

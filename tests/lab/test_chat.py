@@ -87,7 +87,7 @@ def test_two_peers_behind_one_nat_use_the_lan(
     a, b = lab.hosts["a"], lab.hosts["b"]
     with (
         rendezvous_process(["--listen", f"{SERVER}:3478", "--alt-ip", ALT], lab.server.exec_prefix),
-        chat_process(b.exec_prefix, chat_args(tmp_path, "bob", "--no-probe")) as (bob, bob_out),
+        chat_process(b.exec_prefix, chat_args(tmp_path, "bob", "--no-probe")) as (_, bob_out),
     ):
         bob_out.next("online")
         with chat_process(
