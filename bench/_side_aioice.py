@@ -34,6 +34,7 @@ from typing import Any
 import aioice
 
 MESSAGE = b"first message"
+step = "start"  # the phase under way, named in an error report
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -71,6 +72,8 @@ async def run(args: argparse.Namespace) -> int:
 
     conn.data_received = data_received  # type: ignore[method-assign]
     try:
+        global step
+        step = "gathering"
         started = time.monotonic()
         async with asyncio.timeout(args.timeout):
             await conn.gather_candidates()
@@ -81,16 +84,19 @@ async def run(args: argparse.Namespace) -> int:
             candidates=[c.to_sdp() for c in conn.local_candidates],
             gather_ms=round((time.monotonic() - started) * 1000, 2),
         )
+        step = "waiting for the remote description"
         remote = json.loads(await read_line(reader, args.timeout))
         conn.remote_username, conn.remote_password = remote["ufrag"], remote["pwd"]
         for sdp in remote["candidates"]:
             await conn.add_remote_candidate(aioice.Candidate.from_sdp(sdp))
         await conn.add_remote_candidate(None)
         emit("armed")
+        step = "waiting for go"
         if await read_line(reader, args.timeout) != b"go":
             raise ConnectionError("expected 'go' on stdin")
         connect_called = time.monotonic()
         emit("connecting")  # lets the orchestrator start the other side after this one
+        step = "connect()"
         async with asyncio.timeout(args.timeout):
             await conn.connect()
         connected = time.monotonic()
@@ -106,6 +112,7 @@ async def run(args: argparse.Namespace) -> int:
                 pair=chosen,
             )
         else:
+            step = "recv()"
             async with asyncio.timeout(args.timeout):
                 data = await conn.recv()
             emit(
@@ -138,7 +145,7 @@ def main() -> int:
     try:
         return asyncio.run(run(args))
     except (ConnectionError, TimeoutError, OSError, ValueError, KeyError) as exc:
-        emit("error", reason=f"{type(exc).__name__}: {exc}")
+        emit("error", step=step, reason=f"{type(exc).__name__}: {exc}")
         return 1
 
 

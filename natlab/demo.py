@@ -1,19 +1,22 @@
 """``natlab demo``: a lab with a NAT of every kind, our rendezvous server on the lab's
-internet, and natprobe's verdict from behind each NAT, printed as a table."""
+internet, and natprobe's verdict from behind each NAT, printed as a table; then two peers
+behind two NATs chat over the path they punched."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from natlab.lab import SERVER_IPS, Lab
 from natlab.netns import Node
-from natlab.services import rendezvous_process
+from natlab.services import chat_process, rendezvous_process
 from natlab.spec import NatKind, NatSpec
 
 # Every kind once: two hosts per lab, three labs.
@@ -109,6 +112,63 @@ def format_table(rows: list[Row]) -> str:
     )
 
 
+def run_chat(tmp: Path) -> list[str]:
+    """Two `peer chat` processes behind a port-restricted and a restricted cone NAT: the
+    second connects to the first, they exchange a line each way and hang up."""
+    lines: list[str] = []
+    specs = (NatSpec(kind=NatKind.PORT_RESTRICTED_CONE), NatSpec(kind=NatKind.RESTRICTED_CONE))
+
+    def args(name: str, *extra: str) -> list[str]:
+        return [
+            "--server",
+            SERVER_IPS[0],
+            "--name",
+            name,
+            "--identity",
+            str(tmp / f"{name}.pem"),
+            "--known-peers",
+            str(tmp / f"{name}.known"),
+            *extra,
+        ]
+
+    with (
+        Lab.two_nats(a=specs[0], b=specs[1]) as lab,
+        rendezvous_process(
+            ["--listen", f"{SERVER_IPS[0]}:{PORT}", "--alt-ip", SERVER_IPS[1]],
+            lab.server.exec_prefix,
+        ),
+        chat_process(lab.hosts["b"].exec_prefix, args("bob")) as (bob, bob_out),
+    ):
+        online = bob_out.next("online", timeout=30)
+        lines.append(
+            f"bob   ({specs[1].kind}): online as {online['public']}, NAT {online['nat_type']}"
+        )
+        with chat_process(lab.hosts["a"].exec_prefix, args("alice", "--to", "bob")) as (
+            alice,
+            alice_out,
+        ):
+            online = alice_out.next("online", timeout=30)
+            lines.append(
+                f"alice ({specs[0].kind}): online as {online['public']}, NAT {online['nat_type']}"
+            )
+            connected = alice_out.next("connected", timeout=30)
+            lines.append(
+                f"alice: connected to bob over the {connected['path']} path "
+                f"({connected['remote']}) in {connected['ms']} ms"
+            )
+            for process, text in ((alice, "hello bob, it's alice"), (bob, "hi alice!")):
+                assert process.stdin is not None
+                process.stdin.write(text.encode() + b"\n")
+                process.stdin.flush()
+            lines.append(f"bob   got  alice: {bob_out.next('message', timeout=15)['text']}")
+            lines.append(f"alice got  bob: {alice_out.next('message', timeout=15)['text']}")
+            assert alice.stdin is not None
+            alice.stdin.close()
+            alice.wait(timeout=15)
+            lines.append(f"bob: {bob_out.next('closed', timeout=15)['reason']}")
+    return lines
+
+
 def run_demo(*, hairpin: bool = True) -> int:
     rows: list[Row] = []
     for a, b in PAIRS:
@@ -120,5 +180,13 @@ def run_demo(*, hairpin: bool = True) -> int:
             return 1
     print(format_table(rows))
     wrong = [row for row in rows if not row.correct]
-    print(f"\n{len(rows) - len(wrong)} of {len(rows)} verdicts right", file=sys.stderr)
+    print(f"\n{len(rows) - len(wrong)} of {len(rows)} verdicts right\n", flush=True)
+    print("building a lab for a chat between two NATs ...", file=sys.stderr, flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="natlab-demo-") as tmp:
+            chat = run_chat(Path(tmp))
+    except (subprocess.SubprocessError, TimeoutError, OSError, AssertionError) as exc:
+        print(f"natlab demo: chat failed: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(chat))
     return 1 if wrong else 0

@@ -72,7 +72,7 @@ class PeerAgent:
     def send(self, name: str, data: bytes, now: float) -> None:
         self.sessions[name].send(data, now)
 
-    def close(self, name: str, now: float, reason: str = "closed") -> None:
+    def close(self, name: str, now: float, reason: str = "") -> None:
         session = self.sessions.get(name)
         if session is not None:
             session.close(now, reason)

@@ -231,10 +231,14 @@ class RendezvousClient:
             self.public_endpoint = response.get(AttrType.XOR_MAPPED_ADDRESS, self.public_endpoint)
             self._refresh_at = now + self._refresh_interval
         elif kind == "connect":
-            if not self._authentic(response):
-                return  # forged answers are dropped; the transaction already ended though
             if error is not None:
+                # Errors need no integrity (a 401 cannot carry it); forging one only denies
+                # service, which an on-path attacker can do anyway.
                 self._events.append(ConnectFailed(detail, error.reason, error.code))
+                return
+            if not self._authentic(response):
+                # An introduction must be vouched for: it carries the key to trust.
+                self._events.append(ConnectFailed(detail, "unauthenticated answer", None))
                 return
             try:
                 introduction = Introduction.from_message(response)

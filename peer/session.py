@@ -144,12 +144,13 @@ class PeerSession:
     def pending(self) -> int:
         return self._stream.pending
 
-    def close(self, now: float, reason: str = "closed") -> None:
+    def close(self, now: float, reason: str = "") -> None:
+        """Hang up; ``reason`` (optional) is told to the peer."""
         if self.state is SessionState.CLOSED:
             return
         if self._channel is not None and self.remote is not None:
             self._transmit(Close(reason).encode(), now)
-        self._finish(reason)
+        self._finish(reason or "closed")
 
     # ------------------------------------------------------------------ sans-I/O
 

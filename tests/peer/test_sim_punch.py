@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from peer.identity import Identity
+from peer.known_peers import KnownPeers, Verdict
 from peer.rendezvous_client import ConnectFailed
 from peer.session import Connected, MessageReceived, PathKind, SessionClosed, SessionConfig
 from tests.support.sim import IMPOSSIBLE, KINDS, build_world
@@ -100,3 +102,30 @@ def test_loss_reliable_ordered_delivery() -> None:
     )
     assert received(world.b) == [f"a{i}".encode() for i in range(100)]
     assert received(world.a) == [f"b{i}".encode() for i in range(100)]
+
+
+def test_a_changed_key_is_refused_loudly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    known = KnownPeers(tmp_path / "known_peers")
+    known.remember("bob", Identity.generate().public_key)  # pinned on an earlier day
+    world = build_world("full-cone", "full-cone", known_peers={"alice": known})
+    assert world.login()
+    world.a.agent.connect("bob", world.net.now)
+    world.net.wake(world.a.agent)
+    assert world.net.run_until(lambda: world.a.has(SessionClosed), timeout=5)
+    closed = world.a.first(SessionClosed)
+    assert isinstance(closed, SessionClosed)
+    assert "bob" in closed.reason and "changed" in closed.reason.lower()
+    assert not world.a.has(Connected)
+    # The pin is kept: a changed key never silently replaces it.
+    assert known.check("bob", world.b.agent.config.rendezvous.public_key) is Verdict.CHANGED
+
+
+def test_first_contact_pins_the_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    known = KnownPeers(tmp_path / "known_peers")
+    world = build_world("full-cone", "open", known_peers={"alice": known})
+    assert world.login()
+    world.a.agent.connect("bob", world.net.now)
+    world.net.wake(world.a.agent)
+    assert world.net.run_until(lambda: world.a.has(Connected), timeout=5)
+    bob_key = world.b.agent.config.rendezvous.public_key
+    assert known.check("bob", bob_key) is Verdict.MATCH

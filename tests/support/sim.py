@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from netsim import Nat, NatConfig, Network
 from peer.agent import AgentConfig, AgentEvent, PeerAgent
 from peer.identity import Identity
+from peer.known_peers import KnownPeers
 from peer.rendezvous_client import LoggedIn, RendezvousClientConfig
 from peer.session import SessionConfig
 from rendezvous.registry import NameRegistry
@@ -99,6 +100,7 @@ def build_world(
     seed: int = 1,
     same_nat: bool = False,
     session: SessionConfig | None = None,
+    known_peers: dict[str, KnownPeers] | None = None,
 ) -> World:
     """Two peers (alice behind ``kind_a``, bob behind ``kind_b``) and a rendezvous server.
     The peers' one-way delay to the internet core is rtt/4 each, so a round trip between
@@ -148,6 +150,7 @@ def build_world(
             ),
             sign=identity.sign,
             static=identity.x25519_private,
+            known_peers=(known_peers or {}).get(name),
             rng=random.Random(seed + index),
         )
         host.bind(agent, port)

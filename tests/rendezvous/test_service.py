@@ -1,0 +1,229 @@
+"""The sans-I/O rendezvous: login with a signed challenge, ownership of names, replay
+protection, introductions with a punch schedule, bounded state and small answers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from peer.identity import Identity
+from peer.rendezvous_client import (
+    ConnectFailed,
+    Introduced,
+    LoggedIn,
+    LoginFailed,
+    RendezvousClient,
+    RendezvousClientConfig,
+)
+from rendezvous.protocol import Role, RvAttr, RvMethod
+from rendezvous.registry import NameRegistry
+from rendezvous.service import RendezvousConfig, RendezvousService
+from rendezvous.stun_service import StunServiceConfig
+from stunproto import AttrType, MessageClass, StunMessage
+from stunproto.attributes import Address
+from stunproto.message import new_transaction_id
+
+SERVER = ("203.0.113.10", 3478)
+ALICE_AT = ("198.51.100.1", 40001)
+BOB_AT = ("198.51.100.2", 40002)
+
+
+def make_service(registry: NameRegistry | None = None, **kw: object) -> RendezvousService:
+    rng = random.Random(5)
+    return RendezvousService(
+        RendezvousConfig(stun=StunServiceConfig(primary=SERVER), **kw),  # type: ignore[arg-type]
+        registry or NameRegistry(),
+        random_bytes=rng.randbytes,
+    )
+
+
+class Wire:
+    """Carries datagrams between one service and clients, instantly, recording them."""
+
+    def __init__(self, service: RendezvousService) -> None:
+        self.service = service
+        self.clients: dict[Address, RendezvousClient] = {}
+        self.captured: list[tuple[bytes, Address]] = []  # client -> server datagrams
+        self.now = 0.0
+
+    def client(self, name: str, identity: Identity, at: Address) -> RendezvousClient:
+        config = RendezvousClientConfig(
+            server=SERVER, name=name, public_key=identity.public_key, private_endpoints=(at,)
+        )
+        client = RendezvousClient(config, identity.sign)
+        self.clients[at] = client
+        return client
+
+    def run(self, rounds: int = 10) -> None:
+        for _ in range(rounds):
+            moved = False
+            for at, client in self.clients.items():
+                for data, destination in client.datagrams_to_send(self.now):
+                    assert destination == SERVER
+                    self.captured.append((data, at))
+                    reply = self.service.handle(data, at, SERVER, self.now)
+                    if reply is not None:
+                        self.deliver(reply.data, reply.destination)
+                    moved = True
+            for reply in self.service.datagrams_to_send(self.now):
+                self.deliver(reply.data, reply.destination)
+                moved = True
+            if not moved:
+                return
+
+    def deliver(self, data: bytes, destination: Address) -> None:
+        client = self.clients.get(destination)
+        if client is not None:
+            client.receive_datagram(data, SERVER, self.now)
+
+
+def events(client: RendezvousClient) -> list[object]:
+    found = []
+    while (event := client.next_event()) is not None:
+        found.append(event)
+    return found
+
+
+def logged_in(wire: Wire, name: str, identity: Identity, at: Address) -> RendezvousClient:
+    client = wire.client(name, identity, at)
+    client.login(wire.now)
+    wire.run()
+    assert any(isinstance(e, LoggedIn) for e in events(client))
+    return client
+
+
+def test_login_records_observed_and_private_endpoints() -> None:
+    service = make_service()
+    wire = Wire(service)
+    client = logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    assert client.public_endpoint == ALICE_AT
+    registration = service.online("alice", wire.now)
+    assert registration is not None
+    assert registration.endpoint == ALICE_AT
+    assert registration.private_endpoints == (ALICE_AT,)
+
+
+def test_first_key_owns_the_name_even_across_restarts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "names.sqlite"
+    owner = Identity.generate()
+    wire = Wire(make_service(NameRegistry(path)))
+    logged_in(wire, "bob", owner, BOB_AT)
+    # A restarted server (same database) still knows who owns "bob".
+    restarted = Wire(make_service(NameRegistry(path)))
+    impostor = restarted.client("bob", Identity.generate(), ALICE_AT)
+    impostor.login(0.0)
+    restarted.run()
+    failures = [e for e in events(impostor) if isinstance(e, LoginFailed)]
+    assert failures and failures[0].code == 403
+    assert "another key" in failures[0].reason
+    logged_in(restarted, "bob", owner, BOB_AT)  # the owner still can
+
+
+def test_replayed_login_is_refused_from_anywhere() -> None:
+    service = make_service()
+    wire = Wire(service)
+    logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    signed = [data for data, _ in wire.captured if StunMessage.parse(data).get(RvAttr.SIGNATURE)]
+    assert len(signed) == 1
+    for source in (ALICE_AT, ("192.0.2.66", 6666)):
+        reply = service.handle(signed[0], source, SERVER, wire.now + 1)
+        assert reply is not None
+        error = StunMessage.parse(reply.data).get(AttrType.ERROR_CODE)
+        # Same address: the challenge was used; another address: it was never issued there.
+        assert error.code in (401, 438), error
+
+
+def test_bad_signature_is_refused() -> None:
+    service = make_service()
+    wire = Wire(service)
+    honest = Identity.generate()
+    # Sign with a different key than the one claimed.
+    client = RendezvousClient(
+        RendezvousClientConfig(server=SERVER, name="mallory", public_key=honest.public_key),
+        Identity.generate().sign,
+    )
+    wire.clients[ALICE_AT] = client
+    client.login(0.0)
+    wire.run()
+    failures = [e for e in events(client) if isinstance(e, LoginFailed)]
+    assert failures and failures[0].code == 401
+    assert service.online("mallory", 0.0) is None
+
+
+def test_introduction_reaches_both_sides_with_one_token_and_a_schedule() -> None:
+    service = make_service()
+    wire = Wire(service)
+    alice = logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    bob = logged_in(wire, "bob", Identity.generate(), BOB_AT)
+    service.online("alice", 0.0).rtt = 0.100  # type: ignore[union-attr]
+    service.online("bob", 0.0).rtt = 0.020  # type: ignore[union-attr]
+    alice.connect("bob", wire.now)
+    wire.run()
+    (to_alice,) = [e for e in events(alice) if isinstance(e, Introduced)]
+    (to_bob,) = [e for e in events(bob) if isinstance(e, Introduced)]
+    a, b = to_alice.introduction, to_bob.introduction
+    assert (a.name, a.role, a.public_endpoint) == ("bob", Role.INITIATOR, BOB_AT)
+    assert (b.name, b.role, b.public_endpoint) == ("alice", Role.RESPONDER, ALICE_AT)
+    assert a.token == b.token and len(a.token) == 16
+    # Bob hears 40 ms sooner than Alice (half of 100 - 20): he waits 40 ms longer.
+    assert b.punch_delay - a.punch_delay == pytest.approx(0.040, abs=0.002)
+
+
+def test_unknown_and_offline_peers_get_a_clear_error() -> None:
+    service = make_service(registration_lifetime=30.0)
+    wire = Wire(service)
+    alice = logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    logged_in(wire, "bob", Identity.generate(), BOB_AT)
+    alice.connect("carol", wire.now)
+    wire.run()
+    (failed,) = [e for e in events(alice) if isinstance(e, ConnectFailed)]
+    assert failed.code == 404 and "carol" in failed.reason
+    # Bob never refreshes: after his registration lapses he is offline (Alice refreshed).
+    service.online("alice", 0.0).expires = 100.0  # type: ignore[union-attr]
+    wire.now = 31.0
+    alice.connect("bob", wire.now)
+    del wire.clients[BOB_AT]
+    wire.run()
+    failures = [e for e in events(alice) if isinstance(e, ConnectFailed)]
+    assert failures and failures[0].code == 404
+
+
+def test_unauthenticated_answers_are_small() -> None:
+    service = make_service()
+    request = StunMessage(
+        RvMethod.LOGIN,
+        MessageClass.REQUEST,
+        new_transaction_id(),
+        ((RvAttr.PEER_NAME, "a"), (RvAttr.PUBLIC_KEY, bytes(32))),
+    ).encode(fingerprint=True)
+    reply = service.handle(request, ALICE_AT, SERVER, 0.0)
+    assert reply is not None
+    assert len(reply.data) <= len(request) + 40  # a challenge, not an amplifier
+
+
+def test_requests_without_session_integrity_are_refused() -> None:
+    service = make_service()
+    wire = Wire(service)
+    logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    forged = StunMessage(
+        RvMethod.CONNECT,
+        MessageClass.REQUEST,
+        new_transaction_id(),
+        ((AttrType.USERNAME, "alice"), (RvAttr.PEER_NAME, "bob")),
+    ).encode(integrity_key=b"guessed key 1234", fingerprint=True)
+    reply = service.handle(forged, ("192.0.2.66", 6666), SERVER, 0.0)
+    assert reply is not None
+    assert StunMessage.parse(reply.data).get(AttrType.ERROR_CODE).code == 401
+
+
+def test_state_is_bounded() -> None:
+    service = make_service(max_peers=2)
+    wire = Wire(service)
+    logged_in(wire, "p1", Identity.generate(), ("198.51.100.11", 1))
+    logged_in(wire, "p2", Identity.generate(), ("198.51.100.12", 1))
+    third = wire.client("p3", Identity.generate(), ("198.51.100.13", 1))
+    third.login(wire.now)
+    wire.run()
+    failures = [e for e in events(third) if isinstance(e, LoginFailed)]
+    assert failures and failures[0].code == 503
