@@ -89,12 +89,15 @@ class PeerAgent:
             return consumed
         if data[0] not in PEER_PACKET_TYPES:
             return False
-        # Sessions are few: the one already using this address first, then the others.
-        ordered = sorted(self.sessions.values(), key=lambda s: s.remote != source)
-        for session in ordered:
-            if session.receive_datagram(data, source, now):
-                self._collect(session)
-                return True
+        # Sessions are few: the one already using this address first, then the others
+        # (a handshake, or a peer that roamed to a new address).
+        for same_address in (True, False):
+            for session in self.sessions.values():
+                if (session.remote == source) is same_address and session.receive_datagram(
+                    data, source, now
+                ):
+                    self._collect(session)
+                    return True
         return False
 
     def handle_timer(self, now: float) -> None:

@@ -169,16 +169,16 @@ class RendezvousClient:
         purpose: tuple[str, str],
         *,
         integrity: bool = False,
-        data: bytes | None = None,
     ) -> None:
         key = self.session_key if integrity else None
-        if data is not None:
-            # Pre-encoded (signed) request: wrap it so the transaction resends these bytes.
-            request = StunMessage.parse(data)
-        tid = self._stun.send_request(
-            request, self.config.server, now, integrity_key=key, fingerprint=True
-        )
-        self._purpose[tid] = purpose
+        data = request.encode(integrity_key=key, fingerprint=True)
+        self._start_encoded(request.transaction_id, data, now, purpose)
+
+    def _start_encoded(
+        self, transaction_id: bytes, data: bytes, now: float, purpose: tuple[str, str]
+    ) -> None:
+        self._stun.send_encoded(transaction_id, data, self.config.server, now)
+        self._purpose[transaction_id] = purpose
 
     def _process_events(self, now: float) -> None:
         while (event := self._stun.next_event()) is not None:
@@ -262,7 +262,8 @@ class RendezvousClient:
         if self.rtt is not None:
             attributes.append((RvAttr.RTT, round(self.rtt * 1_000_000)))
         unsigned = self._request(RvMethod.LOGIN, *attributes)
-        self._start(unsigned, now, ("login-signed", ""), data=encode_signed(unsigned, self._sign))
+        signed = encode_signed(unsigned, self._sign)
+        self._start_encoded(unsigned.transaction_id, signed, now, ("login-signed", ""))
 
     def _send_refresh(self, now: float) -> None:
         attributes: list[tuple[int, object]] = [(AttrType.USERNAME, self.config.name)]
@@ -285,6 +286,8 @@ class RendezvousClient:
         )
         if message.transaction_id in self._seen_introductions:
             return  # a retransmission: answered again, reported once
+        if len(self._seen_introductions) >= 1024:
+            self._seen_introductions.clear()  # retransmissions span seconds, not thousands
         self._seen_introductions.add(message.transaction_id)
         try:
             introduction = Introduction.from_message(message)

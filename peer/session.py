@@ -172,13 +172,18 @@ class PeerSession:
         return False
 
     def _on_probe(self, source: Address) -> bool:
-        # A symmetric NAT in front of the responder sends its probes from a port the server
-        # never saw: aim the handshake there too (a peer-reflexive candidate, as in ICE).
-        # Bounded, and harmless: only the vouched-for key can answer our handshake.
-        if source in self.candidates or self._learned >= MAX_LEARNED_CANDIDATES:
-            return False
-        self._learned += 1
-        self.candidates = (*self.candidates, source)
+        # The responder's probe got through, so its NAT now lets us in from where we are:
+        # answer with the handshake at once rather than at our next punch tick (the probe
+        # cadence bounds the rate). A symmetric NAT in front of the responder sends probes
+        # from a port the server never saw: remember it as a candidate too (peer-reflexive,
+        # as in ICE). Harmless: only the vouched-for key can answer our handshake.
+        if source not in self.candidates:
+            if self._learned >= MAX_LEARNED_CANDIDATES:
+                return False
+            self._learned += 1
+            self.candidates = (*self.candidates, source)
+        assert self._message1 is not None
+        self._outbox.append((self._message1, source))
         return True
 
     def handle_timer(self, now: float) -> None:
@@ -266,6 +271,8 @@ class PeerSession:
         self._set_remote(source)
         self.state = SessionState.CONFIRMING
         self._outbox.append((self._message2, source))
+        # Repeat the answer only if no confirmation comes within a punch interval.
+        self._punch_at = now + self.config.punch_interval
         return True
 
     def _on_response(self, data: bytes, source: Address, now: float) -> bool:

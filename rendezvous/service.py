@@ -40,6 +40,8 @@ log = structlog.get_logger()
 MAX_NAME_BYTES = 64
 MAX_PRIVATE_ENDPOINTS = 8
 SWEEP_INTERVAL = 5.0
+ANSWER_CACHE_TIME = 40.0  # RFC 8489's Ti: how long a client may retransmit
+_NOT_IDEMPOTENT = frozenset({RvMethod.LOGIN, RvMethod.CONNECT})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +50,9 @@ class RendezvousConfig:
     registration_lifetime: float = 60.0  # seconds without a refresh before a peer is offline
     challenge_lifetime: float = 30.0
     max_peers: int = 100_000
-    punch_margin: float = 0.02  # seconds added to both sides' punch delays
+    # Seconds added to both sides' punch delays. None needed: a side that starts early only
+    # loses its first packets, and the other side's first probe triggers an immediate answer.
+    punch_margin: float = 0.0
     introduction_policy: RetransmitPolicy = field(
         default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=6, rto_max=1.0)
     )
@@ -81,9 +85,17 @@ class RendezvousService:
         self._secret = random_bytes(32)
         self._peers: dict[str, Registration] = {}
         self._used_challenges: dict[bytes, float] = {}  # challenge -> when it expires
+        # (source, transaction id) -> (until when, answer): for retransmitted requests
+        self._answered: dict[tuple[Address, bytes], tuple[float, bytes]] = {}
         self._introducer = StunClient(policy=config.introduction_policy)
         self._primary = config.stun.primary
         self._next_sweep: float | None = None  # when to forget expired peers and challenges
+        self._handlers: dict[int, Callable[[StunMessage, Address, float], bytes | None]] = {
+            RvMethod.LOGIN: self._login,
+            RvMethod.REFRESH: self._refresh,
+            RvMethod.CONNECT: self._connect,
+            RvMethod.REPORT: self._report,
+        }
 
     @property
     def local_addresses(self) -> tuple[Address, ...]:
@@ -109,16 +121,22 @@ class RendezvousService:
             return None
         if message.legacy:
             return None
-        handler = {
-            RvMethod.LOGIN: self._login,
-            RvMethod.REFRESH: self._refresh,
-            RvMethod.CONNECT: self._connect,
-            RvMethod.REPORT: self._report,
-        }.get(RvMethod(message.method))
+        handler = self._handlers.get(message.method)
         if handler is None:
             return None
+        # A retransmitted request (its answer was lost) gets the very same answer: a login
+        # must not fail because its challenge is now "used", and a CONNECT must not start
+        # a second introduction with another token (RFC 8489 6.3.4 caches likewise).
+        key = (source, message.transaction_id)
+        cached = self._answered.get(key)
+        if cached is not None and cached[0] > now:
+            return Reply(cached[1], local, source)
         response = handler(message, source, now)
-        if self._next_sweep is None and (self._peers or self._used_challenges):
+        if response is not None and message.method in _NOT_IDEMPOTENT:
+            if len(self._answered) >= self.config.max_peers:
+                self._expire(now)
+            self._answered[key] = (now + ANSWER_CACHE_TIME, response)
+        if self._next_sweep is None and (self._peers or self._used_challenges or self._answered):
             self._next_sweep = now + SWEEP_INTERVAL
         return None if response is None else Reply(response, local, source)
 
@@ -139,7 +157,7 @@ class RendezvousService:
             pass  # a lost introduction is covered by the initiator's punching deadline
         if self._next_sweep is not None and now >= self._next_sweep:
             self._expire(now)
-            busy = self._peers or self._used_challenges
+            busy = self._peers or self._used_challenges or self._answered
             self._next_sweep = now + SWEEP_INTERVAL if busy else None
 
     # ------------------------------------------------------------------ login
@@ -309,6 +327,10 @@ class RendezvousService:
             del self._peers[name]
         for challenge in [c for c, until in self._used_challenges.items() if until <= now]:
             del self._used_challenges[challenge]
+        for key in [k for k, (until, _) in self._answered.items() if until <= now]:
+            del self._answered[key]
+        if len(self._answered) >= self.config.max_peers:
+            self._answered.clear()  # a flood of fresh requests: bounded memory wins
 
 
 def _introduce(peer: Registration, role: Role, token: bytes, delay: float) -> Introduction:

@@ -99,14 +99,27 @@ class StunClient:
         """Start a transaction; the first send is queued at once. Returns its id."""
         if request.message_class is not MessageClass.REQUEST:
             raise ValueError("only requests start transactions")
-        if request.transaction_id in self._pending:
+        data = request.encode(integrity_key=integrity_key, fingerprint=fingerprint)
+        return self.send_encoded(request.transaction_id, data, destination, now, policy=policy)
+
+    def send_encoded(
+        self,
+        transaction_id: bytes,
+        data: bytes,
+        destination: Address,
+        now: float,
+        *,
+        policy: RetransmitPolicy | None = None,
+    ) -> bytes:
+        """Start a transaction for an already encoded request (e.g. one with a signature
+        computed over its bytes); ``transaction_id`` must be the one inside ``data``."""
+        if transaction_id in self._pending:
             raise ValueError("transaction id already in use")
         chosen = policy or self._policy
-        data = request.encode(integrity_key=integrity_key, fingerprint=fingerprint)
         tx = _Transaction(data, destination, chosen, now, now, chosen.rto)
-        self._pending[request.transaction_id] = tx
-        self._fire(request.transaction_id, tx, now)
-        return request.transaction_id
+        self._pending[transaction_id] = tx
+        self._fire(transaction_id, tx, now)
+        return transaction_id
 
     def cancel(self, transaction_id: bytes) -> None:
         self._pending.pop(transaction_id, None)

@@ -124,14 +124,20 @@ def test_replayed_login_is_refused_from_anywhere() -> None:
     service = make_service()
     wire = Wire(service)
     logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    registration = service.online("alice", wire.now)
+    assert registration is not None
+    session_key = registration.session_key
     signed = [data for data, _ in wire.captured if StunMessage.parse(data).get(RvAttr.SIGNATURE)]
     assert len(signed) == 1
-    for source in (ALICE_AT, ("192.0.2.66", 6666)):
-        reply = service.handle(signed[0], source, SERVER, wire.now + 1)
+    # From elsewhere: the challenge was never issued there. From the same address after
+    # the retransmission window: the challenge was used.
+    for source, when, code in ((("192.0.2.66", 6666), 1.0, 401), (ALICE_AT, 45.0, 438)):
+        reply = service.handle(signed[0], source, SERVER, wire.now + when)
         assert reply is not None
         error = StunMessage.parse(reply.data).get(AttrType.ERROR_CODE)
-        # Same address: the challenge was used; another address: it was never issued there.
-        assert error.code in (401, 438), error
+        assert error is not None and error.code == code, error
+    # Nothing about the registration changed.
+    assert registration.session_key == session_key and registration.endpoint == ALICE_AT
 
 
 def test_bad_signature_is_refused() -> None:
@@ -227,3 +233,31 @@ def test_state_is_bounded() -> None:
     wire.run()
     failures = [e for e in events(third) if isinstance(e, LoginFailed)]
     assert failures and failures[0].code == 503
+
+
+def test_a_retransmitted_login_gets_the_same_answer() -> None:
+    # The answer to the signed login was lost; the client sends the same request again.
+    service = make_service()
+    wire = Wire(service)
+    logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    signed = [data for data, _ in wire.captured if StunMessage.parse(data).get(RvAttr.SIGNATURE)]
+    first = service.handle(signed[0], ALICE_AT, SERVER, wire.now)
+    again = service.handle(signed[0], ALICE_AT, SERVER, wire.now + 1)
+    assert first is not None and again is not None
+    assert first.data == again.data
+    assert StunMessage.parse(again.data).message_class is MessageClass.SUCCESS
+
+
+def test_a_retransmitted_connect_does_not_introduce_twice() -> None:
+    service = make_service()
+    wire = Wire(service)
+    alice = logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    logged_in(wire, "bob", Identity.generate(), BOB_AT)
+    alice.connect("bob", wire.now)
+    (request, _) = alice.datagrams_to_send(wire.now)[0], None
+    data = request[0]
+    first = service.handle(data, ALICE_AT, SERVER, wire.now)
+    again = service.handle(data, ALICE_AT, SERVER, wire.now + 0.5)
+    assert first is not None and again is not None and first.data == again.data
+    introductions = service.datagrams_to_send(wire.now + 0.5)
+    assert len(introductions) == 1  # one PEER request to Bob, not two
