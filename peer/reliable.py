@@ -62,7 +62,9 @@ class ReliableStream:
             self._ack_due = False
         retransmitted = False
         for seq, item in self._unacked.items():
-            if now - item.sent_at >= self.rto:
+            # The same sum get_timer() reports: a difference could round below the RTO and
+            # leave a timer that fires forever without anything being due.
+            if item.sent_at + self.rto <= now:
                 item.sent_at = now
                 item.retransmitted = retransmitted = True
                 frames.append(Data(seq, item.payload))

@@ -61,7 +61,7 @@ class RendezvousClientConfig:
     # None: a third of the registration lifetime the server grants
     refresh_interval: float | None = None
     policy: RetransmitPolicy = field(
-        default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=7, rto_max=1.6, final_wait=4)
+        default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=9, rto_max=1.6, final_wait=4)
     )
 
 

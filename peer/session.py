@@ -50,8 +50,14 @@ class SessionState(Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionConfig:
-    punch_interval: float = 0.02  # cadence of punch packets, seconds
-    punch_count: int = 150  # bounded: 3 s at the default cadence
+    # Punching: a fast burst (the common case: both sides start together), then a slower
+    # tail so that a side whose introduction was delayed by loss (a retransmitted CONNECT
+    # answer or PEER request arrives seconds late) still meets the other; bounded either way
+    # (50 + 36 packets per candidate with these values).
+    punch_interval: float = 0.02  # cadence of the burst, seconds
+    punch_burst: int = 50  # packets per candidate at that cadence (1 s)
+    punch_slow_interval: float = 0.25
+    punch_timeout: float = 10.0  # seconds from the first punch packet: then give up
     keepalive_interval: float | None = 15.0  # nothing sent for this long -> keepalive; None: off
     keepalive_jitter: float = 0.1  # +-10%, so that many peers do not beat in step
     dead_after: float = 40.0  # nothing authenticated received for this long -> path dead
@@ -109,7 +115,8 @@ class PeerSession:
         self.state = SessionState.WAITING
         self.started = now
         self._punch_at: float | None = now + introduction.punch_delay
-        self._punches_left = self.config.punch_count
+        self._punches_sent = 0
+        self._punch_deadline: float | None = None  # set when the first punch goes out
         # LAN candidates first: on one LAN they answer first and win.
         self.candidates: tuple[Address, ...] = (
             *introduction.private_endpoints,
@@ -191,12 +198,13 @@ class PeerSession:
             return
         if self._punch_at is not None and now >= self._punch_at:
             self._punch(now)
-        if self._channel is not None and now - self._last_received >= self.config.dead_after:
+        # Sums, exactly as get_timer() computes them (see ReliableStream.frames_to_send).
+        if self._channel is not None and self._last_received + self.config.dead_after <= now:
             self._finish(f"path dead: nothing heard for {self.config.dead_after:.0f} s")
             return
         if self.state is SessionState.CONNECTED:
             self._flush(now)
-            if now - self._last_sent >= self._keepalive_gap:
+            if self._last_sent + self._keepalive_gap <= now:
                 self._transmit(Keepalive().encode(), now)
 
     def get_timer(self) -> float | None:
@@ -232,12 +240,14 @@ class PeerSession:
         if self.state not in (SessionState.PUNCHING, SessionState.CONFIRMING):
             self._punch_at = None
             return
-        if self._punches_left <= 0:
+        if self._punch_deadline is None:
+            self._punch_deadline = now + self.config.punch_timeout
+        if now >= self._punch_deadline:
             self._punch_at = None
             if self.state is SessionState.PUNCHING or self._channel is None:
                 self._finish("no direct path: punching found no way through")
             return
-        self._punches_left -= 1
+        self._punches_sent += 1
         if self.state is SessionState.CONFIRMING:
             # Responder: our answer may have been lost, and the initiator's confirmation too.
             assert self._message2 is not None and self.remote is not None
@@ -247,7 +257,12 @@ class PeerSession:
         else:
             # Responder before the handshake: open our NAT toward every candidate.
             self._outbox.extend((bytes([PROBE]), candidate) for candidate in self.candidates)
-        self._punch_at = now + self.config.punch_interval
+        self._punch_at = now + self._punch_gap()
+
+    def _punch_gap(self) -> float:
+        config = self.config
+        fast = self._punches_sent < config.punch_burst
+        return config.punch_interval if fast else config.punch_slow_interval
 
     def _on_init(self, data: bytes, source: Address, now: float) -> bool:
         if self._message2 is not None:
@@ -272,7 +287,7 @@ class PeerSession:
         self.state = SessionState.CONFIRMING
         self._outbox.append((self._message2, source))
         # Repeat the answer only if no confirmation comes within a punch interval.
-        self._punch_at = now + self.config.punch_interval
+        self._punch_at = now + self._punch_gap()
         return True
 
     def _on_response(self, data: bytes, source: Address, now: float) -> bool:

@@ -16,7 +16,7 @@ PAIRS = [(a, b) for a in KINDS for b in KINDS]
 
 @pytest.mark.parametrize(("kind_a", "kind_b"), PAIRS, ids=lambda k: str(k))
 def test_every_pair(kind_a: str, kind_b: str) -> None:
-    world = build_world(kind_a, kind_b, session=SessionConfig(punch_count=50))
+    world = build_world(kind_a, kind_b, session=SessionConfig(punch_timeout=2.0))
     assert world.login()
     world.a.agent.connect("bob", world.net.now)
     world.net.wake(world.a.agent)
