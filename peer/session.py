@@ -48,6 +48,9 @@ class SessionState(Enum):
     CLOSED = "closed"
 
 
+_BEFORE_HANDSHAKE = frozenset({SessionState.WAITING, SessionState.PUNCHING})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionConfig:
     # Punching: a fast burst (the common case: both sides start together), then a slower
@@ -174,11 +177,11 @@ class PeerSession:
             return self._on_repeated_response(data, source, now)
         if kind == TRANSPORT and self._channel is not None:
             return self._on_transport(data, source, now)
-        if kind == PROBE and self._message1 is not None and self.state is SessionState.PUNCHING:
-            return self._on_probe(source)
+        if kind == PROBE and self._message1 is not None and self.state in _BEFORE_HANDSHAKE:
+            return self._on_probe(source, now)
         return False
 
-    def _on_probe(self, source: Address) -> bool:
+    def _on_probe(self, source: Address, now: float) -> bool:
         # The responder's probe got through, so its NAT now lets us in from where we are:
         # answer with the handshake at once rather than at our next punch tick (the probe
         # cadence bounds the rate). A symmetric NAT in front of the responder sends probes
@@ -191,6 +194,8 @@ class PeerSession:
             self.candidates = (*self.candidates, source)
         assert self._message1 is not None
         self._outbox.append((self._message1, source))
+        if self.state is SessionState.WAITING:
+            self._punch_at = now  # the responder has started: so do we, now
         return True
 
     def handle_timer(self, now: float) -> None:
