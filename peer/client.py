@@ -42,6 +42,7 @@ from peer.session import (
     SessionConfig,
 )
 from peer.socket import PunchSocket
+from stunproto.aio import LoopTimer
 from stunproto.attributes import Address
 
 log = structlog.get_logger()
@@ -119,8 +120,7 @@ class Peer:
         self.public_endpoint: Address | None = None
         self._punch: PunchSocket | None = None
         self._agent: PeerAgent | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = LoopTimer(self._on_timer)
         self._connections: dict[str, Connection] = {}
         self._accepted: asyncio.Queue[Connection] = asyncio.Queue()
         self._waiters: dict[str, asyncio.Future[Connection]] = {}
@@ -190,8 +190,7 @@ class Peer:
         if self._agent is not None:
             for name in list(self._agent.sessions):
                 self._agent_close(name)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._punch is not None:
             self._punch.close()
 
@@ -237,7 +236,6 @@ class Peer:
         self._pump()
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
         assert self._agent is not None
         self._agent.handle_timer(asyncio.get_running_loop().time())
         self._pump()
@@ -251,12 +249,7 @@ class Peer:
         while (event := agent.next_event()) is not None:
             self._dispatch(event)
         self._progress.set()
-        at = agent.get_timer()
-        if at != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = at
-            self._timer = None if at is None else loop.call_at(at, self._on_timer)
+        self._timer.arm(agent.get_timer())
 
     def _dispatch(self, event: AgentEvent) -> None:
         self.events.put_nowait(event)

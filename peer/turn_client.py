@@ -594,7 +594,7 @@ class TurnClient:
             return
         if lease.refresh_at is not None and now >= lease.refresh_at:
             lease.refresh_at = None
-            if True:  # used since it was last installed
+            if lease.last_use >= lease.installed_at:  # used since it was last installed
                 if peer is not None:
                     assert isinstance(lease, _Channel)
                     self._request_channel(peer, lease, now)

@@ -11,6 +11,7 @@ import structlog
 from rendezvous.registry import NameRegistry
 from rendezvous.service import RendezvousConfig, RendezvousService
 from rendezvous.stun_service import Reply, StunServiceConfig
+from stunproto.aio import LoopTimer
 from stunproto.attributes import Address
 
 log = structlog.get_logger()
@@ -57,8 +58,7 @@ class RendezvousServer:
             config = RendezvousConfig(stun=config)
         self.service = RendezvousService(config, registry or NameRegistry())
         self.transports: dict[Address, asyncio.DatagramTransport] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = LoopTimer(self._on_timer)
 
     def send(self, reply: Reply) -> None:
         transport = self.transports.get(reply.local)
@@ -70,15 +70,9 @@ class RendezvousServer:
         loop = asyncio.get_running_loop()
         for reply in self.service.datagrams_to_send(loop.time()):
             self.send(reply)
-        at = self.service.get_timer()
-        if at != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = at
-            self._timer = None if at is None else loop.call_at(at, self._on_timer)
+        self._timer.arm(self.service.get_timer())
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
         self.service.handle_timer(asyncio.get_running_loop().time())
         self.pump()
 
@@ -101,8 +95,7 @@ class RendezvousServer:
         )
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         for transport in self.transports.values():
             transport.close()
         self.transports.clear()

@@ -20,6 +20,33 @@ _COOKIE = MAGIC_COOKIE.to_bytes(4, "big")
 UnmatchedHandler = Callable[[bytes, Address], None]
 
 
+class LoopTimer:
+    """Keeps one ``loop.call_at`` armed at the time a sans-I/O object's ``get_timer()``
+    asks for; ``arm`` after every interaction, ``cancel`` on close."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+        self._at: float | None = None
+
+    def arm(self, at: float | None) -> None:
+        if at == self._at:
+            return
+        self.cancel()
+        self._at = at
+        if at is not None:
+            self._handle = asyncio.get_running_loop().call_at(at, self._fire)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._at = None
+
+    def _fire(self) -> None:
+        self._handle = self._at = None
+        self._callback()
+
+
 class StunEndpoint:
     def __init__(
         self,
@@ -35,8 +62,7 @@ class StunEndpoint:
         self._loop = asyncio.get_running_loop()
         self._waiters: dict[bytes, asyncio.Future[ResponseReceived | None]] = {}
         self._watches: dict[bytes, asyncio.Future[tuple[bytes, Address]]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = LoopTimer(self._on_timer)
 
     @property
     def local_address(self) -> Address:
@@ -89,7 +115,6 @@ class StunEndpoint:
         return consumed
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
         self.client.handle_timer(self._loop.time())
         self._pump()
 
@@ -102,16 +127,10 @@ class StunEndpoint:
             waiter = self._waiters.get(event.transaction_id)
             if waiter is not None and not waiter.done():
                 waiter.set_result(event if isinstance(event, ResponseReceived) else None)
-        at = self.client.get_timer()
-        if at != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = at
-            self._timer = None if at is None else self._loop.call_at(at, self._on_timer)
+        self._timer.arm(self.client.get_timer())
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_result(None)
