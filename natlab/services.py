@@ -14,13 +14,19 @@ from collections.abc import Callable, Iterator, Sequence
 
 
 def wait_for_line(
-    process: subprocess.Popen[bytes], predicate: Callable[[str], bool], timeout: float = 10.0
+    process: subprocess.Popen[bytes],
+    predicate: Callable[[str], bool],
+    timeout: float = 10.0,
+    *,
+    stream: str = "stderr",
 ) -> str:
-    """Read ``process.stderr`` until a line satisfies ``predicate``; raise with everything
-    read so far if the deadline passes or the process closes its stderr."""
-    assert process.stderr is not None
+    """Read ``process.stderr`` (or ``stdout``) until a line satisfies ``predicate``; raise
+    with everything read so far if the deadline passes or the process closes the stream.
+    Reads the pipe's descriptor directly: lines after the match may be consumed."""
+    pipe = process.stderr if stream == "stderr" else process.stdout
+    assert pipe is not None
     selector = selectors.DefaultSelector()
-    selector.register(process.stderr, selectors.EVENT_READ)
+    selector.register(pipe, selectors.EVENT_READ)
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     buffer = b""
@@ -28,7 +34,7 @@ def wait_for_line(
         while (remaining := deadline - time.monotonic()) > 0:
             if not selector.select(remaining):
                 continue
-            chunk = os.read(process.stderr.fileno(), 65536)
+            chunk = os.read(pipe.fileno(), 65536)
             if not chunk:
                 break
             buffer += chunk
