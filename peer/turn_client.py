@@ -13,8 +13,11 @@ and a 438 (stale nonce) is retried with the new nonce for any request.
 
 Lifetimes: the allocation is refreshed for as long as the client wants it (until ``close``).
 Permissions (300 s) and channel bindings (600 s) are refreshed only while in use: one is
-renewed at the end of its lifetime only if data went to or came from that peer since it was
-last (re)installed; otherwise it lapses, and the next ``send`` to that peer reinstalls it.
+renewed near the end of its lifetime only if data went to or came from that peer within the
+last ``idle_timeout`` seconds. Otherwise it is left to lapse; traffic before it lapses revives
+it at once, and the next ``send`` after it lapsed reinstalls it. One idle rule for both
+(rather than "used since the last refresh") keeps a channel's decision in step with its
+permission's, although their refresh periods differ.
 """
 
 from __future__ import annotations
@@ -178,6 +181,8 @@ class TurnClientConfig:
     # Refresh this long before the server's timer runs out (at least half-way through);
     # larger than the policy's total retransmission time so one lost refresh is retried.
     refresh_margin: float = 60.0
+    # A permission or channel whose peer was silent (both ways) this long is not refreshed.
+    idle_timeout: float = 300.0
     policy: RetransmitPolicy = field(
         default_factory=lambda: RetransmitPolicy(rto=0.25, max_sends=9, rto_max=2.0, final_wait=8)
     )
@@ -192,7 +197,6 @@ class _Lease:
 
     expires_at: float | None = None  # our conservative view of the server's timer
     refresh_at: float | None = None
-    installed_at: float = -math.inf  # first send of the request that last (re)installed it
     last_use: float = -math.inf  # last send to or receive from the peer
     pending: bool = False  # a CreatePermission/ChannelBind is in flight
     announced: bool = False  # the Created/Bound event was emitted
@@ -314,6 +318,14 @@ class TurnClient:
             self._outbox.append((encoded, self.config.server))
         return True
 
+    def refresh(self, now: float) -> None:
+        """Refresh the allocation now rather than on schedule (e.g. after a network change);
+        a no-op while a refresh is in flight."""
+        self._require_allocation()
+        if not any(request.kind == "refresh" for request in self._requests.values()):
+            self._refresh_at = None
+            self._request("refresh", ((AttrType.LIFETIME, self.config.lifetime),), now)
+
     def close(self, now: float) -> None:
         """Release the allocation (Refresh with LIFETIME 0); AllocationClosed follows."""
         if self.state is TurnState.ALLOCATED:
@@ -337,6 +349,11 @@ class TurnClient:
     def channel_for(self, peer: Address, now: float) -> int | None:
         channel = self._channels.get(peer)
         return channel.number if channel is not None and channel.live(now) else None
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests in flight (an auth retry counts as the same one)."""
+        return len(self._requests)
 
     def has_permission(self, ip: str, now: float) -> bool:
         lease = self._permissions.get(ip)
@@ -381,8 +398,7 @@ class TurnClient:
             self._lose("allocation expired before a refresh got through")
             return
         if self._refresh_at is not None and now >= self._refresh_at:
-            self._refresh_at = None
-            self._request("refresh", ((AttrType.LIFETIME, self.config.lifetime),), now)
+            self.refresh(now)
         for ip, lease in list(self._permissions.items()):
             self._tick_lease(lease, now, ip, None)
         for peer, channel in self._channels.items():
@@ -584,7 +600,6 @@ class TurnClient:
     ) -> None:
         if not keep_pending:
             lease.pending = False
-        lease.installed_at = sent
         lease.expires_at = sent + lifetime
         margin = min(self.config.refresh_margin, lifetime / 2)
         lease.refresh_at = sent + lifetime - margin
@@ -594,7 +609,7 @@ class TurnClient:
             return
         if lease.refresh_at is not None and now >= lease.refresh_at:
             lease.refresh_at = None
-            if lease.last_use >= lease.installed_at:  # used since it was last installed
+            if now - lease.last_use < self.config.idle_timeout:
                 if peer is not None:
                     assert isinstance(lease, _Channel)
                     self._request_channel(peer, lease, now)
@@ -638,9 +653,19 @@ class TurnClient:
         lease = self._permissions.get(peer[0])
         if lease is not None:
             lease.last_use = now
+            if self._revivable(lease, now):
+                self._request_permission(peer[0], lease, now)
         channel = self._channels.get(peer)
         if channel is not None:
             channel.last_use = now
+            if self._revivable(channel, now):
+                self._request_channel(peer, channel, now)
+
+    @staticmethod
+    def _revivable(lease: _Lease, now: float) -> bool:
+        # Judged idle at its refresh time (so left to lapse) but in use again before it did:
+        # refresh it now, or the peer's next datagrams would be dropped by the server.
+        return lease.refresh_at is None and lease.live(now) and not lease.pending
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +19,13 @@ from peer.turn_client import (
     AllocationClosed,
     AllocationExpired,
     AllocationFailed,
+    ChannelBindFailed,
     ChannelBound,
     ChannelExpired,
     DataReceived,
     PermissionCreated,
     PermissionExpired,
+    PermissionFailed,
     TurnClient,
     TurnClientConfig,
     TurnEvent,
@@ -54,6 +57,7 @@ class FakeTurnServer:
     nonce: str = "nonce-1"
     lifetime: int = 600
     silent: bool = False  # swallow everything (a dead or unreachable server)
+    refuse: set[int] = field(default_factory=set)  # methods answered 403 after auth
     requests: list[StunMessage] = field(default_factory=list)
     authenticated: list[StunMessage] = field(default_factory=list)
     indications: list[tuple[Address, bytes]] = field(default_factory=list)
@@ -81,6 +85,9 @@ class FakeTurnServer:
         if message.get(AttrType.NONCE) != self.nonce:
             return [self._error(message, 438, "Stale Nonce", (AttrType.REALM, REALM))]
         self.authenticated.append(message)
+        if message.method in self.refuse:
+            reply = message.reply(MessageClass.ERROR, (AttrType.ERROR_CODE, ErrorCode(403, "No")))
+            return [reply.encode(integrity_key=KEY)]
         attributes: list[tuple[int, Any]] = []
         if message.method == Method.ALLOCATE:
             attributes = [
@@ -179,11 +186,12 @@ def test_allocate_goes_through_the_401_dance_and_signs_every_request() -> None:
 def test_stale_nonce_is_retried_transparently_for_any_request() -> None:
     h = Harness()
     h.allocate()
-    for nonce, command in [
+    commands: list[tuple[str, Callable[[], object]]] = [
         ("nonce-2", lambda: h.client.create_permission(PEER, h.now)),
         ("nonce-3", lambda: h.client.bind_channel(PEER, h.now)),
         ("nonce-4", lambda: h.client.close(h.now)),
-    ]:
+    ]
+    for nonce, command in commands:
         h.server.nonce = nonce
         before = len(h.server.requests)
         command()
@@ -226,14 +234,14 @@ def test_endless_stale_nonces_give_up() -> None:
     h.client.create_permission(PEER, h.now)
     h.exchange()
     assert len(h.server.requests) == 2 + 4
-    assert [(e.ip, e.code) for e in h.events if not isinstance(e, Allocated)] == [(PEER[0], 438)]
+    assert h.events[1:] == [PermissionFailed(PEER[0], "Stale Nonce", 438)]
 
 
 def test_forged_success_is_dropped_and_the_real_answer_still_counts() -> None:
     h = Harness()
     h.allocate()
     h.client.create_permission(PEER, h.now)
-    (data, _), = h.client.datagrams_to_send(h.now)
+    ((data, _),) = h.client.datagrams_to_send(h.now)
     request = StunMessage.parse(data)
     forged = request.reply(MessageClass.SUCCESS).encode(integrity_key=b"wrong key")
     unsigned = request.reply(MessageClass.SUCCESS).encode()
@@ -445,3 +453,58 @@ def test_close_releases_the_allocation_and_stops_timers() -> None:
     before = len(h.server.requests)
     h.allocate()
     assert len(h.server.requests) == before + 1
+
+
+def test_refused_channel_is_not_asked_for_on_every_send() -> None:
+    h = Harness()
+    h.allocate()
+    h.server.refuse.add(Method.CHANNEL_BIND)
+    channel = h.client.bind_channel(PEER, h.now)
+    h.exchange()
+    assert h.of(ChannelBindFailed) == [ChannelBindFailed(PEER, channel, "No", 403)]
+    for _ in range(5):
+        h.client.send(b"x", PEER, h.now)  # falls back to Send indications (and a permission)
+        h.exchange()
+    assert h.server.methods().count(Method.CHANNEL_BIND) == 1
+    assert h.server.indications == [(PEER, b"x")] * 5
+    assert h.server.methods().count(Method.CREATE_PERMISSION) == 1
+    h.server.refuse.clear()
+    h.now += 30
+    h.client.send(b"later", PEER, h.now)  # time to try the channel again
+    h.exchange()
+    assert h.server.methods().count(Method.CHANNEL_BIND) == 2
+    assert h.client.channel_for(PEER, h.now) == channel
+
+
+def test_explicit_refresh_is_not_doubled() -> None:
+    h = Harness()
+    h.allocate()
+    h.server.silent = True
+    h.client.refresh(h.now)
+    h.client.refresh(h.now)
+    assert h.client.pending_requests == 1
+
+
+def test_traffic_after_the_idle_verdict_revives_the_permission() -> None:
+    h = Harness()
+    h.allocate()
+    h.client.create_permission(PEER, h.now)
+    h.run_until(260)  # unused at 240: not refreshed, left to lapse at 300 ...
+    assert h.server.methods().count(Method.CREATE_PERMISSION) == 1
+    # ... but the peer speaks first: refreshed at once, or its next datagrams would be lost.
+    assert h.client.receive_datagram(data_indication(PEER, b"late"), SERVER, h.now)
+    h.run_until(400)
+    assert h.server.methods().count(Method.CREATE_PERMISSION) == 2
+    assert not h.of(PermissionExpired) and h.client.has_permission(PEER[0], h.now)
+
+
+def test_channel_and_its_permission_lapse_together_once() -> None:
+    h = Harness()
+    h.allocate()
+    channel = h.client.bind_channel(PEER, h.now)
+    h.exchange()
+    h.client.send(b"once", PEER, h.now)
+    h.run_until(2000)
+    lapses = [e for e in h.events if isinstance(e, PermissionExpired | ChannelExpired)]
+    assert lapses == [PermissionExpired(PEER[0]), ChannelExpired(PEER, channel)]
+    assert h.server.methods().count(Method.CHANNEL_BIND) == 1  # the idle verdict agrees
