@@ -41,11 +41,16 @@ FiveTuple = tuple[Address, Address]  # (client source, local client-facing addre
 UDP = 17  # REQUESTED-TRANSPORT value (an IANA protocol number)
 PERMISSION_LIFETIME = 300.0  # RFC 8656 section 9
 CHANNEL_LIFETIME = 600.0  # RFC 8656 section 12
+RESERVATION_LIFETIME = 30.0  # RFC 8656 section 7.2 suggests about 30 seconds
 ANSWER_CACHE_TIME = 40.0  # RFC 8489's Ti: how long a client may retransmit a request
 SWEEP_INTERVAL = 1.0
 PORT_COOLDOWN = 2.0  # a closed relay port is not reused at once: its socket may linger
 FAILED_PORT_COOLDOWN = 60.0  # a port we could not bind is probably used by someone else
-CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x4FFF
+CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x4FFF  # RFC 8656 section 12
+# RFC 5766 allowed up to 0x7FFF, and coturn's clients (turnutils_uclient among them) still
+# pick channel numbers from that range; RFC 8656 reserved 0x5000-0x7FFF only to ease
+# multiplexing with other protocols, which no socket of ours carries.
+RFC5766_CHANNEL_MAX = 0x7FFF
 _CHANNEL_HEADER = struct.Struct("!HH")
 _TURN_METHODS = frozenset(
     {Method.ALLOCATE, Method.REFRESH, Method.SEND, Method.CREATE_PERMISSION, Method.CHANNEL_BIND}
@@ -59,23 +64,30 @@ _AUTH_ATTRS = frozenset(
         AttrType.MESSAGE_INTEGRITY_SHA256,
     }
 )
-# DONT-FRAGMENT, EVEN-PORT and RESERVATION-TOKEN are left out on purpose: RFC 8656 lets a
-# server that does not implement them answer 420, which tells the client the truth.
+# DONT-FRAGMENT is left out on purpose: RFC 8656 lets a server that cannot set the DF bit
+# answer 420, which tells the client the truth.
 _UNDERSTOOD: dict[int, frozenset[int]] = {
     Method.ALLOCATE: _AUTH_ATTRS
-    | {AttrType.REQUESTED_TRANSPORT, AttrType.LIFETIME, AttrType.REQUESTED_ADDRESS_FAMILY},
+    | {
+        AttrType.REQUESTED_TRANSPORT,
+        AttrType.LIFETIME,
+        AttrType.REQUESTED_ADDRESS_FAMILY,
+        AttrType.EVEN_PORT,
+        AttrType.RESERVATION_TOKEN,
+    },
     Method.REFRESH: _AUTH_ATTRS | {AttrType.LIFETIME, AttrType.REQUESTED_ADDRESS_FAMILY},
     Method.CREATE_PERMISSION: _AUTH_ATTRS | {AttrType.XOR_PEER_ADDRESS},
     Method.CHANNEL_BIND: _AUTH_ATTRS | {AttrType.CHANNEL_NUMBER, AttrType.XOR_PEER_ADDRESS},
 }
 
 
-def is_turn_datagram(data: bytes) -> bool:
+def is_turn_datagram(data: bytes, *, rfc5766_channels: bool = True) -> bool:
     """Whether a datagram on a shared socket is for the TURN server: ChannelData (first byte
-    0x40-0x4F, RFC 8656 section 12) or a STUN message with a TURN method."""
+    0x40-0x4F, RFC 8656 section 12; up to 0x7F with ``rfc5766_channels``) or a STUN message
+    with a TURN method."""
     if not data:
         return False
-    if 0x40 <= data[0] <= 0x4F:
+    if 0x40 <= data[0] <= (0x7F if rfc5766_channels else 0x4F):
         return True
     if len(data) < 20 or data[0] >= 0x40:
         return False
@@ -114,6 +126,8 @@ class TurnConfig:
     rate_limit: RateLimit = field(default_factory=RateLimit)  # STUN requests per source IP
     max_cached_answers: int = 10_000
     software: str | None = None
+    # Accept channel numbers up to 0x7FFF as RFC 5766 and coturn do (see RFC5766_CHANNEL_MAX).
+    rfc5766_channels: bool = True
 
     def __post_init__(self) -> None:
         relay = ipaddress.ip_address(self.relay_ip)
@@ -203,12 +217,18 @@ class TurnServer:
         self._rng = random.Random(random_bytes(16))
         self._family = ipaddress.ip_address(config.relay_ip).version
         self._advertised_ip = config.external_ip or config.relay_ip
+        # Our own IPs are valid peers only at relay ports (TURN client to TURN client): any
+        # other port may be the server's own (the rendezvous, this TURN port), and relaying
+        # into it would let a client loop the server onto itself or borrow its address.
+        self._own_ips = frozenset({config.relay_ip, self._advertised_ip})
         self._denied = [ipaddress.ip_network(n, strict=False) for n in config.denied_peers]
         self._burst = config.bandwidth_burst or max(config.bandwidth, 65536.0)
+        self._channel_max = RFC5766_CHANNEL_MAX if config.rfc5766_channels else CHANNEL_MAX
         self._allocations: dict[FiveTuple, _Allocation] = {}
         self._by_relay: dict[Address, _Allocation] = {}
         self._per_user: dict[str, int] = {}
-        self._ports: set[int] = set()  # bound, or waiting in _to_close
+        self._ports: set[int] = set()  # bound, reserved, or waiting in _to_close
+        self._reservations: dict[bytes, tuple[int, float]] = {}  # token -> port, expiry
         self._cooling: dict[int, float] = {}  # port -> when it may be reused
         self._to_open: dict[Address, None] = {}  # ordered sets
         self._to_close: dict[Address, None] = {}
@@ -304,7 +324,7 @@ class TurnServer:
     ) -> list[Send]:
         if not data:
             return []
-        if 0x40 <= data[0] <= 0x4F:
+        if CHANNEL_MIN >> 8 <= data[0] <= self._channel_max >> 8:
             return self._channel_data(data, (source, local), now)
         if len(data) < 20 or data[0] >= 0x40 or not self.limiter.allow(source[0], now):
             return []
@@ -425,9 +445,28 @@ class TurnServer:
             self._sweep(now)
             if len(self._allocations) >= self.config.max_allocations:
                 return self._error(message, 508, "Insufficient Capacity", key=key)
-        port = self._free_port(now)
-        if port is None:
-            return self._error(message, 508, "Insufficient Capacity", key=key)
+        even_port = message.get(AttrType.EVEN_PORT)
+        token = message.get(AttrType.RESERVATION_TOKEN)
+        if even_port is not None and (token is not None or len(even_port) != 1):
+            return self._error(message, 400, "Bad EVEN-PORT", key=key)
+        if token is not None:
+            reserved = self._reservations.pop(token, None)
+            if reserved is None or reserved[1] <= now:
+                if reserved is not None:
+                    self._ports.discard(reserved[0])
+                return self._error(message, 508, "Insufficient Capacity", key=key)
+            port: int | None = reserved[0]
+        else:
+            reserve = even_port is not None and bool(even_port[0] & 0x80)
+            port = self._free_port(now, even=even_port is not None, pair=reserve)
+            if port is None:
+                return self._error(message, 508, "Insufficient Capacity", key=key)
+            if reserve:
+                # R bit: keep the next port for a second Allocate bearing the token.
+                token = self._rng.getrandbits(64).to_bytes(8, "big")
+                self._reservations[token] = (port + 1, now + RESERVATION_LIFETIME)
+                self._ports.add(port + 1)
+        assert port is not None
         lifetime = self._lifetime(message.get(AttrType.LIFETIME))
         relay = (self.config.relay_ip, port)
         allocation = _Allocation(
@@ -446,13 +485,14 @@ class TurnServer:
         self._ports.add(port)
         self._to_open[relay] = None
         log.info("turn_allocate", user=creds.user, client=_text(five[0]), relay=_text(relay))
-        return self._success(
-            message,
-            key,
+        attrs: list[tuple[int, object]] = [
             (AttrType.XOR_RELAYED_ADDRESS, (self._advertised_ip, port)),
             (AttrType.LIFETIME, lifetime),
             (AttrType.XOR_MAPPED_ADDRESS, five[0]),
-        )
+        ]
+        if token is not None and message.get(AttrType.RESERVATION_TOKEN) is None:
+            attrs.append((AttrType.RESERVATION_TOKEN, token))
+        return self._success(message, key, *attrs)
 
     def _refresh(
         self, message: StunMessage, five: FiveTuple, creds: _Credentials, now: float
@@ -501,7 +541,7 @@ class TurnServer:
         key = creds.key
         number = message.get(AttrType.CHANNEL_NUMBER)
         peer = message.get(AttrType.XOR_PEER_ADDRESS)
-        if not isinstance(number, int) or not CHANNEL_MIN <= number <= CHANNEL_MAX:
+        if not isinstance(number, int) or not CHANNEL_MIN <= number <= self._channel_max:
             return self._error(message, 400, "Bad CHANNEL-NUMBER", key=key)
         if peer is None:
             return self._error(message, 400, "XOR-PEER-ADDRESS missing", key=key)
@@ -552,6 +592,7 @@ class TurnServer:
     ) -> list[Send]:
         if (
             peer[1] == 0
+            or (peer[0] in self._own_ips and peer[1] not in self.config.relay_ports)
             or not allocation.permitted(peer[0], now)
             or not self._spend(allocation, len(data), now)
         ):
@@ -609,13 +650,18 @@ class TurnServer:
             return config.default_lifetime
         return max(config.default_lifetime, min(requested, config.max_lifetime))
 
-    def _free_port(self, now: float) -> int | None:
+    def _free_port(self, now: float, *, even: bool = False, pair: bool = False) -> int | None:
+        """A random usable relay port; ``even`` for EVEN-PORT, ``pair`` if port + 1 must be
+        usable too (EVEN-PORT with the R bit)."""
         ports = self.config.relay_ports
         if len(self._ports) >= len(ports):
             return None
 
+        def free(port: int) -> bool:
+            return port in ports and port not in self._ports and self._cooling.get(port, 0.0) <= now
+
         def usable(port: int) -> bool:
-            return port not in self._ports and self._cooling.get(port, 0.0) <= now
+            return (not even or port % 2 == 0) and free(port) and (not pair or free(port + 1))
 
         # Random ports (RFC 8656 section 7.2 wants them unpredictable), then a scan.
         for _ in range(32):
@@ -698,11 +744,15 @@ class TurnServer:
         for allocation in self._allocations.values():
             allocation.prune(now)
         self._forget_answers(now)
+        for token in [t for t, (_, until) in self._reservations.items() if until <= now]:
+            port, _ = self._reservations.pop(token)
+            self._ports.discard(port)  # reserved, never bound: nothing to close
         for port in [p for p, until in self._cooling.items() if until <= now]:
             del self._cooling[port]
 
     def _arm(self, now: float) -> None:
-        if self._next_sweep is None and (self._allocations or self._answers or self._cooling):
+        busy = self._allocations or self._answers or self._cooling or self._reservations
+        if self._next_sweep is None and busy:
             self._next_sweep = now + SWEEP_INTERVAL
 
 
