@@ -29,16 +29,27 @@ from peer.session import (
     SessionClosed,
     SessionConfig,
     SessionEvent,
+    untagged,
+    via_relay,
+)
+from peer.turn_client import (
+    Allocated,
+    DataReceived,
+    TurnClient,
+    TurnClientConfig,
+    TurnEvent,
+    is_channel_data,
 )
 from stunproto.attributes import Address
 
-AgentEvent = RvEvent | SessionEvent
+AgentEvent = RvEvent | SessionEvent | TurnEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
     rendezvous: RendezvousClientConfig
     session: SessionConfig = field(default_factory=SessionConfig)
+    use_relay: bool = True  # allocate on the relay the rendezvous offers, as a fallback
 
 
 class PeerAgent:
@@ -58,6 +69,7 @@ class PeerAgent:
         self._known = known_peers
         self._rng = rng or random.Random()
         self.sessions: dict[str, PeerSession] = {}
+        self.turn: TurnClient | None = None  # our relay allocation, once offered
         self._events: deque[AgentEvent] = deque()
         self._closing: list[PeerSession] = []  # closed, with a last datagram to send
 
@@ -83,12 +95,20 @@ class PeerAgent:
     def receive_datagram(self, data: bytes, source: Address, now: float) -> bool:
         if not data:
             return False
-        if data[0] < 0x40:
+        if data[0] < 0x40 or is_channel_data(data):
+            # The rendezvous and the relay may share one address (the embedded relay):
+            # each claims only its own transactions and methods.
             consumed = self.rendezvous.receive_datagram(data, source, now)
+            if not consumed and self.turn is not None:
+                consumed = self.turn.receive_datagram(data, source, now)
             self._collect_rendezvous(now)
+            self._collect_turn(now)
             return consumed
         if data[0] not in PEER_PACKET_TYPES:
             return False
+        return self._to_sessions(data, source, now)
+
+    def _to_sessions(self, data: bytes, source: Address, now: float) -> bool:
         # Sessions are few: the one already using this address first, then the others
         # (a handshake, or a peer that roamed to a new address).
         for same_address in (True, False):
@@ -103,6 +123,9 @@ class PeerAgent:
     def handle_timer(self, now: float) -> None:
         self.rendezvous.handle_timer(now)
         self._collect_rendezvous(now)
+        if self.turn is not None:
+            self.turn.handle_timer(now)
+            self._collect_turn(now)
         for session in list(self.sessions.values()):
             timer = session.get_timer()
             if timer is not None and timer <= now:
@@ -111,15 +134,25 @@ class PeerAgent:
 
     def get_timer(self) -> float | None:
         timers = [self.rendezvous.get_timer()]
+        if self.turn is not None:
+            timers.append(self.turn.get_timer())
         timers += [session.get_timer() for session in self.sessions.values()]
         return min((t for t in timers if t is not None), default=None)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = self.rendezvous.datagrams_to_send(now)
         for session in [*self.sessions.values(), *self._closing]:
-            out += session.datagrams_to_send(now)
+            for data, destination in session.datagrams_to_send(now):
+                address, relayed = untagged(destination)
+                if not relayed:
+                    out.append((data, address))
+                elif self.turn is not None:
+                    self.turn.send(data, address, now)  # answer through our relay
             self._collect(session)
         self._closing = []
+        if self.turn is not None:
+            out += self.turn.datagrams_to_send(now)
+            self._collect_turn(now)
         return out
 
     def next_event(self) -> AgentEvent | None:
@@ -131,8 +164,38 @@ class PeerAgent:
         while (event := self.rendezvous.next_event()) is not None:
             if isinstance(event, Introduced):
                 self._introduce(event, now)
+            elif isinstance(event, LoggedIn):
+                self._events.append(event)
+                if event.turn is not None and self.config.use_relay and self.turn is None:
+                    credentials = event.turn
+                    self.turn = TurnClient(
+                        TurnClientConfig(
+                            server=credentials.server,
+                            username=credentials.username,
+                            password=credentials.password,
+                        ),
+                        rng=self._rng,
+                    )
+                    self.turn.allocate(now)
             else:
                 self._events.append(event)
+
+    def _collect_turn(self, now: float) -> None:
+        if self.turn is None:
+            return
+        while (event := self.turn.next_event()) is not None:
+            if isinstance(event, DataReceived):
+                # A peer reached us through our relay: hand it to the sessions as coming
+                # from a tagged address, so answers go back through the relay.
+                data, source = event.data, via_relay(event.peer)
+                if data and data[0] in PEER_PACKET_TYPES:
+                    self._to_sessions(data, source, now)
+                continue
+            if isinstance(event, Allocated):
+                self.rendezvous.set_relayed(event.relayed, now)
+                for session in self.sessions.values():
+                    self.turn.create_permission(session.introduction.public_endpoint[0], now)
+            self._events.append(event)
 
     def _introduce(self, event: Introduced, now: float) -> None:
         intro = event.introduction
@@ -150,6 +213,9 @@ class PeerAgent:
         if previous is not None:
             previous.close(now, "replaced by a new introduction")
             self._collect(previous)
+        if self.turn is not None and self.turn.relayed is not None:
+            # Let the other side's packets in through our relay (permissions are per IP).
+            self.turn.create_permission(intro.public_endpoint[0], now)
         session = PeerSession(
             intro, self._static, event.received_at, config=self.config.session, rng=self._rng
         )

@@ -24,9 +24,19 @@ class LoginState(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class TurnCredentials:
+    """Short-lived TURN REST credentials the rendezvous issued, for its relay."""
+
+    server: Address
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
 class LoggedIn:
     public_endpoint: Address
     lifetime: float
+    turn: TurnCredentials | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,7 @@ class RendezvousClient:
         self._refresh_at: float | None = None
         self._refresh_interval = 20.0
         self._seen_introductions: set[bytes] = set()
+        self.relayed: Address | None = None  # our relay allocation, told to the server
 
     # ------------------------------------------------------------------ commands
 
@@ -95,6 +106,13 @@ class RendezvousClient:
             RvMethod.CONNECT, (AttrType.USERNAME, self.config.name), (RvAttr.PEER_NAME, name)
         )
         self._start(request, now, ("connect", name), integrity=True)
+
+    def set_relayed(self, relayed: Address, now: float) -> None:
+        """Tell the server our relay allocation (it passes it on in introductions)."""
+        self.relayed = relayed
+        if self.state is LoginState.LOGGED_IN:
+            self._refresh_at = None
+            self._send_refresh(now)
 
     def report(self, peer: str, outcome: str, elapsed: float) -> None:
         """Tell the server how a punch ended (an indication: no answer, no retransmission)."""
@@ -222,7 +240,13 @@ class RendezvousClient:
             self._refresh_at = now + self._refresh_interval
             self.state = LoginState.LOGGED_IN
             assert self.public_endpoint is not None
-            self._events.append(LoggedIn(self.public_endpoint, lifetime))
+            turn = None
+            server = response.get(RvAttr.TURN_SERVER)
+            username = response.get(RvAttr.TURN_USERNAME)
+            password = response.get(RvAttr.TURN_PASSWORD)
+            if server is not None and username is not None and password is not None:
+                turn = TurnCredentials(server, username, password)
+            self._events.append(LoggedIn(self.public_endpoint, lifetime, turn))
         elif kind == "refresh":
             if error is not None or not self._authentic(response):
                 self.state = LoginState.FAILED
@@ -269,6 +293,8 @@ class RendezvousClient:
         attributes: list[tuple[int, object]] = [(AttrType.USERNAME, self.config.name)]
         if self.rtt is not None:
             attributes.append((RvAttr.RTT, round(self.rtt * 1_000_000)))
+        if self.relayed is not None:
+            attributes.append((RvAttr.RELAYED_ENDPOINT, self.relayed))
         self._start(
             self._request(RvMethod.REFRESH, *attributes), now, ("refresh", ""), integrity=True
         )

@@ -31,6 +31,20 @@ from stunproto.attributes import Address
 INIT, RESPONSE, TRANSPORT, PROBE = 0xA1, 0xA2, 0xA3, 0xA4
 PEER_PACKET_TYPES = frozenset({INIT, RESPONSE, TRANSPORT, PROBE})
 PROLOGUE = b"holepunch peer v1\x00"
+# Sessions see a peer that reaches us through our own relay allocation at a tagged address,
+# so that the agent knows to send the answers back through the relay too.
+RELAY_TAG = "relay:"
+
+
+def via_relay(peer: Address) -> Address:
+    return (RELAY_TAG + peer[0], peer[1])
+
+
+def untagged(address: Address) -> tuple[Address, bool]:
+    """(the real address, whether it goes through our relay allocation)."""
+    if address[0].startswith(RELAY_TAG):
+        return (address[0][len(RELAY_TAG) :], address[1]), True
+    return address, False
 MAX_LEARNED_CANDIDATES = 4
 
 
@@ -49,6 +63,7 @@ class SessionState(Enum):
 
 
 _BEFORE_HANDSHAKE = frozenset({SessionState.WAITING, SessionState.PUNCHING})
+_RANK = {PathKind.LAN: 0, PathKind.DIRECT: 1, PathKind.RELAY: 2}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +76,9 @@ class SessionConfig:
     punch_burst: int = 50  # packets per candidate at that cadence (1 s)
     punch_slow_interval: float = 0.25
     punch_timeout: float = 10.0  # seconds from the first punch packet: then give up
+    # No direct path after this long: also try the other side's relay allocation (the
+    # channel comes up there; direct punching goes on and takes over once proven).
+    relay_after: float = 1.0
     keepalive_interval: float | None = 15.0  # nothing sent for this long -> keepalive; None: off
     keepalive_jitter: float = 0.1  # +-10%, so that many peers do not beat in step
     dead_after: float = 40.0  # nothing authenticated received for this long -> path dead
@@ -125,6 +143,8 @@ class PeerSession:
             *introduction.private_endpoints,
             introduction.public_endpoint,
         )
+        self._relay_candidate = introduction.relayed_endpoint
+        self._punch_started: float | None = None
         self._learned = 0  # peer-reflexive candidates added from the responder's probes
         self._outbox: list[tuple[bytes, Address]] = []
         self._events: deque[SessionEvent] = deque()
@@ -242,10 +262,12 @@ class PeerSession:
     def _punch(self, now: float) -> None:
         if self.state is SessionState.WAITING:
             self.state = SessionState.PUNCHING
-        if self.state not in (SessionState.PUNCHING, SessionState.CONFIRMING):
+        relayed = self.state is SessionState.CONNECTED and self.path is PathKind.RELAY
+        if self.state not in (SessionState.PUNCHING, SessionState.CONFIRMING) and not relayed:
             self._punch_at = None
             return
         if self._punch_deadline is None:
+            self._punch_started = now
             self._punch_deadline = now + self.config.punch_timeout
         if now >= self._punch_deadline:
             self._punch_at = None
@@ -258,11 +280,23 @@ class PeerSession:
             assert self._message2 is not None and self.remote is not None
             self._outbox.append((self._message2, self.remote))
         elif self._message1 is not None:
-            self._outbox.extend((self._message1, candidate) for candidate in self.candidates)
+            targets = list(self.candidates)
+            if self._relay_due(now) and not relayed:
+                assert self._relay_candidate is not None
+                targets.append(self._relay_candidate)
+            self._outbox.extend((self._message1, candidate) for candidate in targets)
         else:
             # Responder before the handshake: open our NAT toward every candidate.
             self._outbox.extend((bytes([PROBE]), candidate) for candidate in self.candidates)
         self._punch_at = now + self._punch_gap()
+
+    def _relay_due(self, now: float) -> bool:
+        started = self._punch_started
+        return (
+            self._relay_candidate is not None
+            and started is not None
+            and now >= started + self.config.relay_after
+        )
 
     def _punch_gap(self) -> float:
         config = self.config
@@ -312,9 +346,13 @@ class PeerSession:
         if data != self._message2:
             return False
         # The responder has not seen our confirmation yet: confirm again, over this path.
-        if self.path is not PathKind.LAN and self._is_lan(source):
-            self._set_remote(source)  # the LAN answered too: prefer it
-            self._events.append(PathChanged(self.peer, PathKind.LAN, source))
+        if self.path is not None and _RANK[self._kind(source)] < _RANK[self.path]:
+            # A better path answered too (the LAN; or direct while on the relay): take it.
+            self._set_remote(source)
+            assert self.path is not None
+            self._events.append(PathChanged(self.peer, self.path, source))
+            if self.path is not PathKind.RELAY:
+                self._punch_at = None
         self._transmit(Keepalive().encode(), now)
         return True
 
@@ -347,14 +385,20 @@ class PeerSession:
     def _connected(self, source: Address, now: float) -> None:
         self._set_remote(source)
         self.state = SessionState.CONNECTED
-        self._punch_at = None
+        if self.path is not PathKind.RELAY or self._message1 is None:
+            self._punch_at = None  # on the relay, the initiator keeps punching for direct
         self._last_received = now
         assert self.path is not None
         self._events.append(Connected(self.peer, self.path, source, now - self.started))
 
     def _set_remote(self, source: Address) -> None:
         self.remote = source
-        self.path = PathKind.LAN if self._is_lan(source) else PathKind.DIRECT
+        self.path = self._kind(source)
+
+    def _kind(self, source: Address) -> PathKind:
+        if untagged(source)[1] or source == self._relay_candidate:
+            return PathKind.RELAY
+        return PathKind.LAN if self._is_lan(source) else PathKind.DIRECT
 
     def _is_lan(self, source: Address) -> bool:
         # A host with a public address reports it as private too: that is not a LAN path.

@@ -19,6 +19,7 @@ from rendezvous.registry import NameRegistry
 from rendezvous.server import RendezvousServer
 from rendezvous.service import RendezvousConfig
 from rendezvous.stun_service import StunServiceConfig
+from rendezvous.turn import TurnConfig
 from stunproto.attributes import Address
 from stunproto.cli_logging import configure_logging
 
@@ -116,6 +117,47 @@ def build_parser() -> argparse.ArgumentParser:
         default=100_000,
         help="most registrations held at once (default %(default)s)",
     )
+    relay = parser.add_argument_group(
+        "relay",
+        "The embedded TURN relay (RFC 8656, UDP) on the same socket, the fallback when "
+        "punching cannot work. Logged-in peers get short-lived TURN REST credentials "
+        "(coturn's use-auth-secret scheme), so coturn with the same secret can stand in.",
+    )
+    relay.add_argument(
+        "--turn-secret",
+        metavar="SECRET",
+        help="shared secret for TURN credentials; enables the relay (also $RENDEZVOUS_TURN_SECRET)",
+    )
+    relay.add_argument(
+        "--turn-server",
+        type=_endpoint_arg,
+        metavar="IP:PORT",
+        help="advertise an external relay (e.g. coturn with the same secret) instead of "
+        "running the embedded one",
+    )
+    relay.add_argument("--turn-realm", default="holepunch", help="TURN realm (%(default)s)")
+    relay.add_argument(
+        "--turn-relay-ip", type=_ip_arg, help="address for relay sockets (default: --listen IP)"
+    )
+    relay.add_argument(
+        "--turn-ports",
+        default="49152-65535",
+        metavar="MIN-MAX",
+        help="relay port range (default %(default)s)",
+    )
+    relay.add_argument(
+        "--turn-bandwidth",
+        type=float,
+        default=1_000_000.0,
+        metavar="BYTES_PER_S",
+        help="relay bandwidth per allocation (default %(default)s)",
+    )
+    relay.add_argument(
+        "--turn-max-allocations",
+        type=int,
+        default=1000,
+        help="relay allocations held at once (default %(default)s)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.add_argument("--json-logs", action="store_true", default=None, help="force JSON logs")
     parser.add_argument(
@@ -139,7 +181,7 @@ def default_db_path() -> Path:
     return Path(base) / "holepunch" / "rendezvous.sqlite"
 
 
-async def _serve(config: RendezvousConfig, db: str) -> None:
+async def _serve(config: RendezvousConfig, db: str, turn: TurnConfig | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -148,7 +190,7 @@ async def _serve(config: RendezvousConfig, db: str) -> None:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
     registry = NameRegistry(db)
     try:
-        async with RendezvousServer(config, registry):
+        async with RendezvousServer(config, registry, turn=turn):
             await stop.wait()
     finally:
         registry.close()
@@ -162,6 +204,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.alt_ip is not None and ipaddress.ip_address(host).is_unspecified:
         print("rendezvous: --alt-ip needs a concrete --listen IP", file=sys.stderr)
         return 2
+    secret_text = args.turn_secret or os.environ.get("RENDEZVOUS_TURN_SECRET")
+    secret = secret_text.encode() if secret_text else None
+    turn: TurnConfig | None = None
+    if secret is not None and args.turn_server is None:
+        relay_ip = args.turn_relay_ip or host
+        if ipaddress.ip_address(relay_ip).is_unspecified:
+            print(
+                "rendezvous: the relay needs --turn-relay-ip or a concrete --listen IP",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            low, high = (int(part) for part in args.turn_ports.split("-"))
+            turn = TurnConfig(
+                realm=args.turn_realm,
+                shared_secret=secret,
+                relay_ip=relay_ip,
+                relay_ports=range(low, high + 1),
+                bandwidth=args.turn_bandwidth,
+                max_allocations=args.turn_max_allocations,
+            )
+        except ValueError as exc:
+            print(f"rendezvous: bad relay settings: {exc}", file=sys.stderr)
+            return 2
     config = RendezvousConfig(
         stun=StunServiceConfig(
             primary=args.listen,
@@ -172,10 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         registration_lifetime=args.registration_lifetime,
         max_peers=args.max_peers,
+        turn_secret=secret,
+        turn_server=args.turn_server,
     )
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.no_uvloop)) as runner:
-            runner.run(_serve(config, args.db))
+            runner.run(_serve(config, args.db, turn))
     except OSError as exc:
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 1

@@ -48,6 +48,10 @@ class RvAttr(IntEnum):
     SESSION_KEY = 0x7F0C  # login session secret: MESSAGE-INTEGRITY key from then on
     OUTCOME = 0x7F0D  # REPORT: "lan", "direct", "failed", ...
     ELAPSED = 0x7F0E  # REPORT: milliseconds from introduction to outcome
+    TURN_SERVER = 0x7F10  # LOGIN answer: the relay to allocate on (ours or coturn)
+    TURN_USERNAME = 0x7F11  # LOGIN answer: short-lived TURN REST credentials
+    TURN_PASSWORD = 0x7F12
+    RELAYED_ENDPOINT = 0x7F13  # REFRESH: my relay allocation; introductions: the other's
 
 
 _ADDRESS = address_codec(xor=True)
@@ -66,6 +70,10 @@ for _attr, _codec in (
     (RvAttr.SESSION_KEY, raw_codec(16)),
     (RvAttr.OUTCOME, text_codec()),
     (RvAttr.ELAPSED, uint_codec(4)),
+    (RvAttr.TURN_SERVER, _ADDRESS),
+    (RvAttr.TURN_USERNAME, text_codec()),
+    (RvAttr.TURN_PASSWORD, text_codec()),
+    (RvAttr.RELAYED_ENDPOINT, _ADDRESS),
 ):
     register_attribute(_attr, *_codec)
 
@@ -133,6 +141,7 @@ class Introduction:
     token: bytes
     punch_delay: float  # seconds after receipt
     nat_type: str
+    relayed_endpoint: Address | None = None  # the other's relay allocation, if it has one
 
     def attributes(self) -> tuple[tuple[int, object], ...]:
         return (
@@ -144,6 +153,11 @@ class Introduction:
             (RvAttr.CONNECT_TOKEN, self.token),
             (RvAttr.PUNCH_DELAY, round(self.punch_delay * 1000)),
             (RvAttr.NAT_TYPE, self.nat_type),
+            *(
+                ((RvAttr.RELAYED_ENDPOINT, self.relayed_endpoint),)
+                if self.relayed_endpoint is not None
+                else ()
+            ),
         )
 
     @classmethod
@@ -158,6 +172,7 @@ class Introduction:
                 token=message.get(RvAttr.CONNECT_TOKEN),
                 punch_delay=message.get(RvAttr.PUNCH_DELAY) / 1000,
                 nat_type=message.get(RvAttr.NAT_TYPE, "unknown"),
+                relayed_endpoint=message.get(RvAttr.RELAYED_ENDPOINT),
             )
         except (TypeError, ValueError) as exc:
             raise StunDecodeError(f"incomplete introduction: {exc}") from exc

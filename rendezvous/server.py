@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import replace
 from types import TracebackType
 from typing import cast
 
@@ -11,6 +13,8 @@ import structlog
 from rendezvous.registry import NameRegistry
 from rendezvous.service import RendezvousConfig, RendezvousService
 from rendezvous.stun_service import Reply, StunServiceConfig
+from rendezvous.turn import TurnConfig, is_turn_datagram
+from rendezvous.turn_adapter import TurnRelay
 from stunproto.aio import LoopTimer
 from stunproto.attributes import Address
 
@@ -20,6 +24,8 @@ log = structlog.get_logger()
 class _Socket(asyncio.DatagramProtocol):
     def __init__(self, server: RendezvousServer, local: Address) -> None:
         self._server = server
+        self._local = local
+        self._turn = server.turn
         self._respond = server.service.stun.responder(local, fallback=server.service.handle)
         self._time = asyncio.get_running_loop().time
 
@@ -27,6 +33,11 @@ class _Socket(asyncio.DatagramProtocol):
         self._sendto = cast(asyncio.DatagramTransport, transport).sendto
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        # TURN methods and ChannelData go to the embedded relay (a plain Binding request
+        # fails this test on its first bytes, so the fast path below stays fast).
+        if self._turn is not None and is_turn_datagram(data):
+            self._turn.client_datagram(data, addr, self._local)  # type: ignore[arg-type]
+            return
         # Hot path: one call into the sans-I/O service, one send. A plain Binding answer
         # comes back as bytes for the sender, anything else as a Reply.
         reply = self._respond(data, addr, self._time())  # type: ignore[arg-type]
@@ -52,11 +63,21 @@ class RendezvousServer:
     name registry."""
 
     def __init__(
-        self, config: RendezvousConfig | StunServiceConfig, registry: NameRegistry | None = None
+        self,
+        config: RendezvousConfig | StunServiceConfig,
+        registry: NameRegistry | None = None,
+        *,
+        turn: TurnConfig | None = None,
     ) -> None:
         if isinstance(config, StunServiceConfig):
             config = RendezvousConfig(stun=config)
-        self.service = RendezvousService(config, registry or NameRegistry())
+        if turn is not None and config.turn_secret is None:
+            # The embedded relay and the credentials we issue share one secret.
+            config = replace(config, turn_secret=turn.shared_secret)
+        self.service = RendezvousService(
+            config, registry or NameRegistry(), wall_offset=time.time() - time.monotonic()
+        )
+        self.turn = TurnRelay(turn) if turn is not None else None
         self.transports: dict[Address, asyncio.DatagramTransport] = {}
         self._timer = LoopTimer(self._on_timer)
 
@@ -85,6 +106,10 @@ class RendezvousServer:
                     local_addr=local,
                 )
                 self.transports[local] = transport
+            if self.turn is not None:
+                await self.turn.start()
+                for local, transport in self.transports.items():
+                    self.turn.attach(local, transport)
         except BaseException:
             self.close()
             raise
@@ -92,10 +117,13 @@ class RendezvousServer:
             "listening",
             addresses=[f"{ip}:{port}" for ip, port in self.service.local_addresses],
             rfc5780=self.service.stun.has_alternate,
+            relay=self.turn is not None,
         )
 
     def close(self) -> None:
         self._timer.cancel()
+        if self.turn is not None:
+            self.turn.close()
         for transport in self.transports.values():
             transport.close()
         self.transports.clear()

@@ -30,6 +30,7 @@ from rendezvous.protocol import (
 )
 from rendezvous.registry import NameRegistry
 from rendezvous.stun_service import Reply, StunService, StunServiceConfig
+from rendezvous.turn import rest_credentials
 from stunproto import AttrType, ErrorCode, MessageClass, StunDecodeError, StunMessage
 from stunproto.attributes import Address
 from stunproto.client import RetransmitPolicy, StunClient
@@ -53,6 +54,12 @@ class RendezvousConfig:
     # Seconds added to both sides' punch delays. None needed: a side that starts early only
     # loses its first packets, and the other side's first probe triggers an immediate answer.
     punch_margin: float = 0.0
+    # TURN REST API credentials for logged-in peers (coturn's use-auth-secret scheme), for
+    # the relay at ``turn_server`` (default: this server's primary address, the embedded
+    # relay). None: no relay offered.
+    turn_secret: bytes | None = None
+    turn_server: Address | None = None
+    turn_credential_ttl: float = 24 * 3600.0
     introduction_policy: RetransmitPolicy = field(
         default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=6, rto_max=1.0)
     )
@@ -68,6 +75,7 @@ class Registration:
     session_key: bytes
     rtt: float
     expires: float
+    relayed: Address | None = None  # its relay allocation, once it has told us
 
 
 class RendezvousService:
@@ -77,11 +85,15 @@ class RendezvousService:
         registry: NameRegistry,
         *,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        wall_offset: float = 0.0,
     ) -> None:
         self.config = config
         self.stun = StunService(config.stun)
         self.registry = registry
         self._random = random_bytes
+        # Unix time = now + wall_offset: TURN REST usernames carry a wall-clock expiry, and
+        # this core reads no clock (the adapter passes the offset of its monotonic clock).
+        self._wall_offset = wall_offset
         self._secret = random_bytes(32)
         self._peers: dict[str, Registration] = {}
         self._used_challenges: dict[bytes, float] = {}  # challenge -> when it expires
@@ -228,8 +240,21 @@ class RendezvousService:
             (AttrType.XOR_MAPPED_ADDRESS, source),
             (AttrType.LIFETIME, int(self.config.registration_lifetime)),
             (RvAttr.SESSION_KEY, session_key),
+            *self._turn_credentials(name, now),
         )
         return reply.encode(fingerprint=True)
+
+    def _turn_credentials(self, name: str, now: float) -> tuple[tuple[int, object], ...]:
+        secret = self.config.turn_secret
+        if secret is None:
+            return ()
+        expires = int(now + self._wall_offset + self.config.turn_credential_ttl)
+        username, password = rest_credentials(secret, name, expires)
+        return (
+            (RvAttr.TURN_SERVER, self.config.turn_server or self._primary),
+            (RvAttr.TURN_USERNAME, username),
+            (RvAttr.TURN_PASSWORD, password),
+        )
 
     # ------------------------------------------------------------------ authenticated
 
@@ -248,6 +273,8 @@ class RendezvousService:
         peer.expires = now + self.config.registration_lifetime
         if RvAttr.RTT in message:
             peer.rtt = message.get(RvAttr.RTT) / 1_000_000
+        if RvAttr.RELAYED_ENDPOINT in message:
+            peer.relayed = message.get(RvAttr.RELAYED_ENDPOINT)
         reply = message.reply(
             MessageClass.SUCCESS,
             (AttrType.XOR_MAPPED_ADDRESS, source),
@@ -343,6 +370,7 @@ def _introduce(peer: Registration, role: Role, token: bytes, delay: float) -> In
         token=token,
         punch_delay=max(delay, 0.0),
         nat_type=peer.nat_type,
+        relayed_endpoint=peer.relayed,
     )
 
 

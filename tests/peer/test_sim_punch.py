@@ -129,3 +129,57 @@ def test_first_contact_pins_the_key(tmp_path) -> None:  # type: ignore[no-untype
     assert world.net.run_until(lambda: world.a.has(Connected), timeout=5)
     bob_key = world.b.agent.config.rendezvous.public_key
     assert known.check("bob", bob_key) is Verdict.MATCH
+
+
+@pytest.mark.parametrize(
+    ("kind_a", "kind_b"),
+    [
+        ("symmetric", "symmetric"),
+        ("symmetric", "port-restricted-cone"),
+        ("port-restricted-cone", "symmetric"),
+    ],
+    ids=str,
+)
+def test_relay_when_no_direct_path_exists(kind_a: str, kind_b: str) -> None:
+    world = build_world(kind_a, kind_b, relay=True, rtt=0.05)
+    assert world.login()
+    # Both allocate on the embedded relay and tell the rendezvous.
+    assert world.net.run_until(
+        lambda: all(p.agent.rendezvous.relayed is not None for p in (world.a, world.b)),
+        timeout=5,
+    )
+    started = world.net.now
+    world.a.agent.connect("bob", started)
+    world.net.wake(world.a.agent)
+    assert world.net.run_until(
+        lambda: world.a.has(Connected) and world.b.has(Connected), timeout=10
+    )
+    for peer in (world.a, world.b):
+        connected = peer.first(Connected)
+        assert isinstance(connected, Connected) and connected.path is PathKind.RELAY
+    # Within about a second of the decision (relay_after = 1 s of fruitless punching).
+    assert world.net.now - started < 1.5
+    world.a.agent.send("bob", b"over the relay", world.net.now)
+    world.b.agent.send("alice", b"and back", world.net.now)
+    world.net.wake(world.a.agent)
+    world.net.wake(world.b.agent)
+    assert world.net.run_until(
+        lambda: world.a.has(MessageReceived) and world.b.has(MessageReceived), timeout=5
+    )
+    assert world.b.first(MessageReceived) == MessageReceived("alice", b"over the relay")
+    assert world.a.first(MessageReceived) == MessageReceived("bob", b"and back")
+
+
+def test_relay_offered_but_direct_path_preferred() -> None:
+    world = build_world("port-restricted-cone", "port-restricted-cone", relay=True, rtt=0.05)
+    assert world.login()
+    assert world.net.run_until(
+        lambda: all(p.agent.rendezvous.relayed is not None for p in (world.a, world.b)),
+        timeout=5,
+    )
+    world.a.agent.connect("bob", world.net.now)
+    world.net.wake(world.a.agent)
+    assert world.net.run_until(lambda: world.a.has(Connected) and world.b.has(Connected), timeout=5)
+    for peer in (world.a, world.b):
+        connected = peer.first(Connected)
+        assert isinstance(connected, Connected) and connected.path is PathKind.DIRECT
