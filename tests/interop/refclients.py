@@ -579,8 +579,12 @@ class Coturn:
         startup_timeout: float = 15.0,
         stop_timeout: float = 5.0,
         extra_args: Sequence[str] = (),
+        relay_secret: str | None = None,
     ) -> None:
         self.primary_ip = primary_ip
+        # With a secret: a full TURN relay on primary_ip with TURN REST credentials
+        # (use-auth-secret), relaying from primary_ip; without: STUN only.
+        self.relay_secret = relay_secret
         self.alt_ip = alt_ip
         self.port = port
         self.alt_port = port + 1 if alt_port is None else alt_port
@@ -612,7 +616,13 @@ class Coturn:
             "-L", self.alt_ip,
             "-p", str(self.port),
             "--alt-listening-port", str(self.alt_port),
-            "--stun-only",
+            *(
+                ["--use-auth-secret", "--static-auth-secret", self.relay_secret,
+                 "--realm", "holepunch", "--relay-ip", self.primary_ip,
+                 "--min-port", "50000", "--max-port", "50999"]
+                if self.relay_secret is not None
+                else ["--stun-only"]
+            ),
             "--no-tcp", "--no-tls", "--no-dtls",
             "--no-cli",
             "--log-file", "stdout",
