@@ -25,6 +25,8 @@ from peer.rendezvous_client import (
 from peer.session import (
     PEER_PACKET_TYPES,
     Connected,
+    PathChanged,
+    PathKind,
     PeerSession,
     SessionClosed,
     SessionConfig,
@@ -88,7 +90,7 @@ class PeerAgent:
         session = self.sessions.get(name)
         if session is not None:
             session.close(now, reason)
-            self._collect(session)
+            self._collect(session, now)
 
     # ------------------------------------------------------------------ sans-I/O
 
@@ -116,7 +118,7 @@ class PeerAgent:
                 if (session.remote == source) is same_address and session.receive_datagram(
                     data, source, now
                 ):
-                    self._collect(session)
+                    self._collect(session, now)
                     return True
         return False
 
@@ -130,7 +132,7 @@ class PeerAgent:
             timer = session.get_timer()
             if timer is not None and timer <= now:
                 session.handle_timer(now)
-                self._collect(session)
+                self._collect(session, now)
 
     def get_timer(self) -> float | None:
         timers = [self.rendezvous.get_timer()]
@@ -148,7 +150,7 @@ class PeerAgent:
                     out.append((data, address))
                 elif self.turn is not None:
                     self.turn.send(data, address, now)  # answer through our relay
-            self._collect(session)
+            self._collect(session, now)
         self._closing = []
         if self.turn is not None:
             out += self.turn.datagrams_to_send(now)
@@ -212,7 +214,7 @@ class PeerAgent:
         previous = self.sessions.get(intro.name)
         if previous is not None:
             previous.close(now, "replaced by a new introduction")
-            self._collect(previous)
+            self._collect(previous, now)
         if self.turn is not None and self.turn.relayed is not None:
             # Let the other side's packets in through our relay (permissions are per IP).
             self.turn.create_permission(intro.public_endpoint[0], now)
@@ -222,11 +224,24 @@ class PeerAgent:
         self.sessions[intro.name] = session
         self._events.append(event)
 
-    def _collect(self, session: PeerSession) -> None:
+    def _permit(self, session: PeerSession, now: float) -> None:
+        """On the relay: make sure the peer may reach us through our allocation (the
+        permission may have lapsed while the direct path carried everything)."""
+        if self.turn is None or self.turn.relayed is None:
+            return
+        for address in (session.introduction.public_endpoint, session.remote):
+            if address is not None:
+                real, _ = untagged(address)
+                if not self.turn.has_permission(real[0], now):
+                    self.turn.create_permission(real[0], now)
+
+    def _collect(self, session: PeerSession, now: float) -> None:
         while (event := session.next_event()) is not None:
             self._events.append(event)
             if isinstance(event, Connected):
                 self.rendezvous.report(event.peer, str(event.path), event.elapsed)
+            if isinstance(event, Connected | PathChanged) and event.path is PathKind.RELAY:
+                self._permit(session, now)
             elif isinstance(event, SessionClosed) and self.sessions.get(session.peer) is session:
                 del self.sessions[session.peer]
                 self._closing.append(session)

@@ -85,6 +85,19 @@ class ReliableStream:
             return None
         return min(item.sent_at for item in self._unacked.values()) + self.rto
 
+    def oldest_unacked(self) -> float | None:
+        """When the oldest unacknowledged message was first sent (a stalled path shows)."""
+        return min((item.first_sent for item in self._unacked.values()), default=None)
+
+    def expedite(self, now: float) -> None:
+        """The path changed: resend everything unacknowledged at once, with a fresh RTO,
+        and judge the new path from now on (``oldest_unacked`` restarts)."""
+        self.rto = self._computed_rto()
+        for item in self._unacked.values():
+            item.sent_at = now - self.rto
+            item.first_sent = now
+            item.retransmitted = True  # Karn: no RTT sample from these
+
     def on_ack(self, ack: Ack, now: float) -> None:
         acked = [seq for seq in self._unacked if seq < ack.next_expected]
         for seq in acked:

@@ -79,6 +79,15 @@ class SessionConfig:
     # No direct path after this long: also try the other side's relay allocation (the
     # channel comes up there; direct punching goes on and takes over once proven).
     relay_after: float = 1.0
+    # Failover: on a direct path, data unacknowledged this long (or nothing heard for two
+    # keepalive intervals and a bit) moves the channel to the relay, if there is one.
+    failover_after: float = 2.0
+    # On the relay, keepalives go to the last direct endpoint at this interval (doubling up
+    # to ``repunch_max``), and direct packets must keep coming for ``stable_for`` seconds
+    # before the channel moves back (no flapping).
+    repunch_interval: float = 1.0
+    repunch_max: float = 30.0
+    stable_for: float = 1.0
     keepalive_interval: float | None = 15.0  # nothing sent for this long -> keepalive; None: off
     keepalive_jitter: float = 0.1  # +-10%, so that many peers do not beat in step
     dead_after: float = 40.0  # nothing authenticated received for this long -> path dead
@@ -144,6 +153,11 @@ class PeerSession:
             introduction.public_endpoint,
         )
         self._relay_candidate = introduction.relayed_endpoint
+        self._direct_remote: Address | None = None  # last proven direct (or LAN) endpoint
+        self._repunch_at: float | None = None
+        self._repunch_gap = self.config.repunch_interval
+        self._direct_seen: tuple[Address, float] | None = None  # direct source, since when
+        self._last_direct_rx = -math.inf  # last packet that came over the direct path
         self._punch_started: float | None = None
         self._learned = 0  # peer-reflexive candidates added from the responder's probes
         self._outbox: list[tuple[bytes, Address]] = []
@@ -228,6 +242,11 @@ class PeerSession:
             self._finish(f"path dead: nothing heard for {self.config.dead_after:.0f} s")
             return
         if self.state is SessionState.CONNECTED:
+            failover_at = self._failover_at()
+            if failover_at is not None and failover_at <= now and self._failing(now):
+                self._fail_over(now)
+            if self._repunch_at is not None and self._repunch_at <= now:
+                self._repunch(now)
             self._flush(now)
             if self._last_sent + self._keepalive_gap <= now:
                 self._transmit(Keepalive().encode(), now)
@@ -243,6 +262,9 @@ class PeerSession:
         if self.state is SessionState.CONNECTED:
             if self._keepalive_gap != math.inf:
                 timers.append(self._last_sent + self._keepalive_gap)
+            for timer in (self._failover_at(), self._repunch_at):
+                if timer is not None:
+                    timers.append(timer)
             stream_timer = self._stream.get_timer()
             if stream_timer is not None:
                 timers.append(stream_timer)
@@ -348,9 +370,7 @@ class PeerSession:
         # The responder has not seen our confirmation yet: confirm again, over this path.
         if self.path is not None and _RANK[self._kind(source)] < _RANK[self.path]:
             # A better path answered too (the LAN; or direct while on the relay): take it.
-            self._set_remote(source)
-            assert self.path is not None
-            self._events.append(PathChanged(self.peer, self.path, source))
+            self._switch(source, now)
             if self.path is not PathKind.RELAY:
                 self._punch_at = None
         self._transmit(Keepalive().encode(), now)
@@ -369,9 +389,9 @@ class PeerSession:
         if self.state is SessionState.CONFIRMING:
             self._connected(source, now)
         elif source != self.remote:
-            self._set_remote(source)
-            assert self.path is not None
-            self._events.append(PathChanged(self.peer, self.path, source))
+            self._roam(source, now)
+        if source == self.remote and self.path is not PathKind.RELAY:
+            self._last_direct_rx = now
         if isinstance(frame, Data):
             self._stream.on_data(frame)
             while (delivered := self._stream.next_delivery()) is not None:
@@ -381,6 +401,71 @@ class PeerSession:
         elif isinstance(frame, Close):
             self._finish(f"closed by {self.peer}" + (f": {frame.reason}" if frame.reason else ""))
         return True
+
+    def _roam(self, source: Address, now: float) -> None:
+        """An authenticated, fresh packet came from somewhere new (a replay cannot get here:
+        the channel's window refuses it)."""
+        kind = self._kind(source)
+        if (
+            kind is PathKind.RELAY
+            and self.path is not PathKind.RELAY
+            and now < self._last_direct_rx + self.config.failover_after
+        ):
+            return  # the peer has not noticed yet that the direct path works: stay on it
+        if self.path is PathKind.RELAY and kind is not PathKind.RELAY:
+            # Direct packets while on the relay: the direct path is back, but only trust it
+            # once it has kept working for a while (no flapping).
+            seen = self._direct_seen
+            if seen is None or seen[0] != source:
+                self._direct_seen = (source, now)
+                return
+            if now < seen[1] + self.config.stable_for:
+                return
+        self._switch(source, now)
+
+    def _switch(self, remote: Address, now: float) -> None:
+        self._set_remote(remote)
+        self._direct_seen = None
+        self._stream.expedite(now)  # what the old path may have swallowed goes out now
+        assert self.path is not None
+        if self.path is PathKind.RELAY and self._direct_remote is not None:
+            # Both sides re-punch: each keeps its own NAT open toward the other.
+            self._repunch_gap = self.config.repunch_interval
+            self._repunch_at = now + self._repunch_gap
+        else:
+            self._repunch_at = None
+        self._events.append(PathChanged(self.peer, self.path, remote))
+
+    def _failing(self, now: float) -> bool:
+        """On a direct path: is it dead, as far as we can tell?"""
+        oldest = self._stream.oldest_unacked()
+        if oldest is not None and oldest + self.config.failover_after <= now:
+            return True
+        interval = self.config.keepalive_interval
+        return interval is not None and self._last_received + 2.5 * interval <= now
+
+    def _failover_at(self) -> float | None:
+        if self.path is PathKind.RELAY or self._relay_candidate is None:
+            return None
+        timers = []
+        oldest = self._stream.oldest_unacked()
+        if oldest is not None:
+            timers.append(oldest + self.config.failover_after)
+        if self.config.keepalive_interval is not None:
+            timers.append(self._last_received + 2.5 * self.config.keepalive_interval)
+        return min(timers, default=None)
+
+    def _fail_over(self, now: float) -> None:
+        assert self._relay_candidate is not None
+        self._switch(self._relay_candidate, now)
+
+    def _repunch(self, now: float) -> None:
+        # Keep our NAT's mapping toward the peer's direct endpoint open and tell the peer
+        # (if it gets through) that the direct path works again.
+        assert self._channel is not None and self._direct_remote is not None
+        self._outbox.append((self._channel.seal(Keepalive().encode()), self._direct_remote))
+        self._repunch_gap = min(self._repunch_gap * 2, self.config.repunch_max)
+        self._repunch_at = now + self._repunch_gap
 
     def _connected(self, source: Address, now: float) -> None:
         self._set_remote(source)
@@ -394,6 +479,8 @@ class PeerSession:
     def _set_remote(self, source: Address) -> None:
         self.remote = source
         self.path = self._kind(source)
+        if self.path is not PathKind.RELAY:
+            self._direct_remote = source
 
     def _kind(self, source: Address) -> PathKind:
         if untagged(source)[1] or source == self._relay_candidate:

@@ -66,3 +66,66 @@ def test_symmetric_pair_chats_over_coturn(lab_factory: Callable[..., Lab], tmp_p
         rendezvous_process(args, prefix),
     ):
         chat_over_relay(lab, tmp_path)
+
+
+def _block(lab: Lab, router: str, address: str) -> None:
+    """Cut the router off from one internet address (both ways), nothing else: the direct
+    path between the peers dies, the relay (on the server's address) keeps working."""
+    node = lab.routers[router]
+    script = (
+        "add chain ip natlab outage { type filter hook forward priority -10 ; }\n"
+        f"add rule ip natlab outage ip saddr {address} drop\n"
+        f"add rule ip natlab outage ip daddr {address} drop\n"
+    )
+    node.run(["sh", "-c", f"printf '%s' '{script}' | nft -f -"])
+
+
+def _unblock(lab: Lab, router: str) -> None:
+    lab.routers[router].run(["nft", "flush", "chain", "ip", "natlab", "outage"])
+
+
+def test_direct_path_dies_relay_takes_over_then_direct_again(
+    lab_factory: Callable[..., Lab], tmp_path: Path
+) -> None:
+    spec = NatSpec(kind=NatKind.PORT_RESTRICTED_CONE)
+    lab = lab_factory(Lab.two_nats, a=spec, b=spec)
+    args = ["--listen", f"{SERVER}:3478", "--alt-ip", ALT, "--turn-secret", SECRET]
+    with (
+        rendezvous_process(args, lab.server.exec_prefix),
+        chat_process(lab.hosts["b"].exec_prefix, chat_args(tmp_path, "bob", "--no-probe")) as (
+            bob,
+            bob_out,
+        ),
+    ):
+        bob_out.next("online")
+        with chat_process(
+            lab.hosts["a"].exec_prefix, chat_args(tmp_path, "alice", "--no-probe", "--to", "bob")
+        ) as (alice, alice_out):
+            assert alice_out.next("connected")["path"] == "direct"
+            assert bob_out.next("connected")["path"] == "direct"
+            for i in range(5):
+                say(alice, f"a{i}")
+            assert texts(bob_out, 5) == [f"a{i}" for i in range(5)]
+            # The direct path dies: a NAT reboot (its conntrack table flushed) that also
+            # lost its route to the other NAT for a while.
+            _block(lab, "nat_a", lab.routers["nat_b"].public_ip)
+            lab.flush_conntrack("nat_a")
+            for i in range(5, 10):
+                say(alice, f"a{i}")
+                say(bob, f"b{i}")
+            assert alice_out.next("path", timeout=15)["path"] == "relay"
+            assert bob_out.next("path", timeout=15)["path"] == "relay"
+            assert texts(bob_out, 5, timeout=15) == [f"a{i}" for i in range(5, 10)]
+            assert texts(alice_out, 5, timeout=15) == [f"b{i}" for i in range(5, 10)]
+            # The direct path comes back: re-punching finds it and the chat moves back.
+            _unblock(lab, "nat_a")
+            assert alice_out.next("path", timeout=40)["path"] == "direct"
+            assert bob_out.next("path", timeout=40)["path"] == "direct"
+            for i in range(10, 15):
+                say(alice, f"a{i}")
+            assert texts(bob_out, 5) == [f"a{i}" for i in range(10, 15)]
+            # Exactly once, in order, across both switches: nothing else arrived.
+            with pytest.raises(TimeoutError):
+                bob_out.next("message", timeout=2)
+            everything = [item["text"] for item in bob_out.seen if item["event"] == "message"]
+            assert everything == [f"a{i}" for i in range(15)]
