@@ -112,11 +112,10 @@ def format_table(rows: list[Row]) -> str:
     )
 
 
-def run_chat(tmp: Path) -> list[str]:
-    """Two `peer chat` processes behind a port-restricted and a restricted cone NAT: the
+def run_chat(tmp: Path, specs: tuple[NatSpec, NatSpec]) -> list[str]:
+    """Two `peer chat` processes behind two NATs (the rendezvous offers its relay): the
     second connects to the first, they exchange a line each way and hang up."""
-    lines: list[str] = []
-    specs = (NatSpec(kind=NatKind.PORT_RESTRICTED_CONE), NatSpec(kind=NatKind.RESTRICTED_CONE))
+    lines: list[str] = [f"-- a chat between a {specs[0].kind} and a {specs[1].kind} NAT"]
 
     def args(name: str, *extra: str) -> list[str]:
         return [
@@ -134,7 +133,14 @@ def run_chat(tmp: Path) -> list[str]:
     with (
         Lab.two_nats(a=specs[0], b=specs[1]) as lab,
         rendezvous_process(
-            ["--listen", f"{SERVER_IPS[0]}:{PORT}", "--alt-ip", SERVER_IPS[1]],
+            [
+                "--listen",
+                f"{SERVER_IPS[0]}:{PORT}",
+                "--alt-ip",
+                SERVER_IPS[1],
+                "--turn-secret",
+                "natlab demo secret",
+            ],
             lab.server.exec_prefix,
         ),
         chat_process(lab.hosts["b"].exec_prefix, args("bob")) as (bob, bob_out),
@@ -182,9 +188,15 @@ def run_demo(*, hairpin: bool = True) -> int:
     wrong = [row for row in rows if not row.correct]
     print(f"\n{len(rows) - len(wrong)} of {len(rows)} verdicts right\n", flush=True)
     print("building a lab for a chat between two NATs ...", file=sys.stderr, flush=True)
+    chat: list[str] = []
+    pairs = (
+        (NatSpec(kind=NatKind.PORT_RESTRICTED_CONE), NatSpec(kind=NatKind.RESTRICTED_CONE)),
+        (NatSpec(kind=NatKind.SYMMETRIC), NatSpec(kind=NatKind.SYMMETRIC)),
+    )
     try:
-        with tempfile.TemporaryDirectory(prefix="natlab-demo-") as tmp:
-            chat = run_chat(Path(tmp))
+        for specs in pairs:
+            with tempfile.TemporaryDirectory(prefix="natlab-demo-") as tmp:
+                chat += run_chat(Path(tmp), specs)
     except (subprocess.SubprocessError, TimeoutError, OSError, AssertionError) as exc:
         print(f"natlab demo: chat failed: {exc}", file=sys.stderr)
         return 1

@@ -52,6 +52,9 @@ class AgentConfig:
     rendezvous: RendezvousClientConfig
     session: SessionConfig = field(default_factory=SessionConfig)
     use_relay: bool = True  # allocate on the relay the rendezvous offers, as a fallback
+    # Everything to other peers goes through our relay allocation: for a peer that can
+    # reach only the rendezvous (UDP blocked, TURN over TCP).
+    relay_only: bool = False
 
 
 class PeerAgent:
@@ -146,10 +149,10 @@ class PeerAgent:
         for session in [*self.sessions.values(), *self._closing]:
             for data, destination in session.datagrams_to_send(now):
                 address, relayed = untagged(destination)
-                if not relayed:
+                if not relayed and not self.config.relay_only:
                     out.append((data, address))
                 elif self.turn is not None:
-                    self.turn.send(data, address, now)  # answer through our relay
+                    self.turn.send(data, address, now)  # through our relay
             self._collect(session, now)
         self._closing = []
         if self.turn is not None:

@@ -67,10 +67,11 @@ async def run_chat(options: ChatOptions) -> int:
             out.event(
                 "online",
                 f"online as {options.name} ({me.identity.fingerprint}), public "
-                f"{_endpoint(me.public_endpoint)}, NAT {me.nat_type}",
+                f"{_endpoint(me.public_endpoint)}, NAT {me.nat_type}, via {me.transport}",
                 name=options.name,
                 public=_endpoint(me.public_endpoint),
                 nat_type=me.nat_type,
+                transport=me.transport,
             )
             if options.to is not None:
                 conn = await me.connect(options.to, timeout=options.connect_timeout)

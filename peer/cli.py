@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-probe", action="store_true", help="skip NAT classification before logging in"
     )
     chat.add_argument(
+        "--transport",
+        choices=("auto", "udp", "tcp"),
+        default="auto",
+        help="how to reach the rendezvous: auto tries UDP and falls back to TCP, relaying "
+        "everything, when UDP gets no answer (default %(default)s)",
+    )
+    chat.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the connection"
     )
     chat.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
@@ -100,6 +107,7 @@ def _chat(args: argparse.Namespace, server: Address) -> int:
         probe_nat=not args.no_probe,
         probe_lifetime=args.probe_lifetime,
         keepalive=args.keepalive,
+        transport=args.transport,
     )
     options = ChatOptions(
         server=server,

@@ -42,8 +42,10 @@ from peer.session import (
     SessionConfig,
 )
 from peer.socket import PunchSocket
+from peer.turn_client import Allocated, AllocationFailed
 from stunproto.aio import LoopTimer
 from stunproto.attributes import Address
+from stunproto.framing import FramingError, StreamDecoder, frame
 
 log = structlog.get_logger()
 
@@ -61,6 +63,9 @@ class PeerConfig:
     keepalive: float | None = None
     session: SessionConfig = field(default_factory=SessionConfig)
     login_timeout: float = 15.0
+    # "auto": UDP, falling back to TCP (and the relay) when UDP gets no answer; or force one.
+    transport: str = "auto"
+    relay_timeout: float = 5.0  # how long to wait for the relay allocation after login
 
 
 class Connection:
@@ -125,7 +130,11 @@ class Peer:
         self._accepted: asyncio.Queue[Connection] = asyncio.Queue()
         self._waiters: dict[str, asyncio.Future[Connection]] = {}
         self._logged_in: asyncio.Future[None] | None = None
+        self._relay_ready: asyncio.Future[None] | None = None
         self._progress = asyncio.Event()
+        self.transport = "udp"  # how we reach the rendezvous: "udp", or "tcp" if UDP is blocked
+        self._tcp: asyncio.StreamWriter | None = None
+        self._tcp_reader: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -155,6 +164,21 @@ class Peer:
             )
             self.nat_type = str(report.nat_type)
             self.binding_lifetime = report.binding_lifetime
+        # No UDP to the rendezvous at all (offices, hotels): log in over TCP and send
+        # everything through the relay, over that same connection.
+        over_tcp = self.config.transport == "tcp" or (
+            self.config.transport == "auto" and self.nat_type == "udp-blocked"
+        )
+        try:
+            await self._log_in(local_ip, port, over_tcp=over_tcp)
+        except PeerError:
+            if over_tcp or self.config.transport != "auto":
+                raise
+            log.info("udp_login_failed_trying_tcp", server=f"{self.server[0]}:{self.server[1]}")
+            await self._log_in(local_ip, port, over_tcp=True)
+
+    async def _log_in(self, local_ip: str, port: int, *, over_tcp: bool) -> None:
+        assert self._punch is not None
         session = self.config.session
         keepalive = self.config.keepalive
         if keepalive is None and self.binding_lifetime is not None:
@@ -171,6 +195,7 @@ class Peer:
                 refresh_interval=min(keepalive, 20.0) if keepalive else None,
             ),
             session=session,
+            relay_only=over_tcp,
         )
         self._agent = PeerAgent(
             agent_config,
@@ -180,17 +205,56 @@ class Peer:
             rng=random.Random(),
         )
         self._punch.on_data = self._datagram
+        if over_tcp:
+            await self._open_tcp()
         loop = asyncio.get_running_loop()
         self._logged_in = loop.create_future()
+        self._relay_ready = loop.create_future()
         self._agent.login(loop.time())
         self._pump()
-        await asyncio.wait_for(self._logged_in, self.config.login_timeout)
+        timeout = self.config.login_timeout
+        try:
+            await asyncio.wait_for(self._logged_in, timeout)
+        except TimeoutError as exc:
+            raise PeerError(f"login failed: no answer within {timeout:.0f} s") from exc
+        self.transport = "tcp" if over_tcp else "udp"
+        if self._agent.turn is not None:
+            # Offered a relay: be ready to use it before anyone is introduced to us (the
+            # introduction carries our relayed endpoint only once the server knows it).
+            assert self._relay_ready is not None
+            try:
+                await asyncio.wait_for(self._relay_ready, self.config.relay_timeout)
+            except TimeoutError:
+                log.warning("relay_unavailable", reason="no allocation in time")
+
+    async def _open_tcp(self) -> None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(*self.server), self.config.login_timeout
+        )
+        self._tcp = writer
+        decoder = StreamDecoder()
+
+        async def read() -> None:
+            try:
+                while chunk := await reader.read(65536):
+                    for message in decoder.feed(chunk):
+                        self._datagram(message, self.server)
+            except (OSError, FramingError) as exc:
+                log.warning("tcp_connection_lost", reason=str(exc))
+            if self._logged_in is not None and not self._logged_in.done():
+                self._logged_in.set_exception(PeerError("the server closed the TCP connection"))
+
+        self._tcp_reader = asyncio.ensure_future(read())
 
     async def aclose(self) -> None:
         if self._agent is not None:
             for name in list(self._agent.sessions):
                 self._agent_close(name)
         self._timer.cancel()
+        if self._tcp_reader is not None:
+            self._tcp_reader.cancel()
+        if self._tcp is not None:
+            self._tcp.close()
         if self._punch is not None:
             self._punch.close()
 
@@ -245,7 +309,10 @@ class Peer:
         assert agent is not None and punch is not None
         loop = asyncio.get_running_loop()
         for data, destination in agent.datagrams_to_send(loop.time()):
-            punch.sendto(data, destination)
+            if self._tcp is not None and destination == self.server:
+                self._tcp.write(frame(data))
+            else:
+                punch.sendto(data, destination)
         while (event := agent.next_event()) is not None:
             self._dispatch(event)
         self._progress.set()
@@ -261,6 +328,11 @@ class Peer:
             log.warning("login_failed", reason=event.reason, code=event.code)
             if self._logged_in is not None and not self._logged_in.done():
                 self._logged_in.set_exception(PeerError(f"login failed: {event.reason}"))
+        elif isinstance(event, Allocated | AllocationFailed):
+            if isinstance(event, AllocationFailed):
+                log.warning("relay_allocation_failed", reason=event.reason, code=event.code)
+            if self._relay_ready is not None and not self._relay_ready.done():
+                self._relay_ready.set_result(None)
         elif isinstance(event, ConnectFailed):
             self._fail(event.name, f"cannot connect to {event.name}: {event.reason}")
         elif isinstance(event, Introduced):

@@ -308,8 +308,14 @@ class PeerSession:
                 targets.append(self._relay_candidate)
             self._outbox.extend((self._message1, candidate) for candidate in targets)
         else:
-            # Responder before the handshake: open our NAT toward every candidate.
-            self._outbox.extend((bytes([PROBE]), candidate) for candidate in self.candidates)
+            # Responder before the handshake: open our NAT toward every candidate (and, once
+            # direct punching has had its chance, toward the initiator's relay, which a
+            # peer without UDP to the internet sends through).
+            targets = list(self.candidates)
+            if self._relay_due(now):
+                assert self._relay_candidate is not None
+                targets.append(self._relay_candidate)
+            self._outbox.extend((bytes([PROBE]), candidate) for candidate in targets)
         self._punch_at = now + self._punch_gap()
 
     def _relay_due(self, now: float) -> bool:
@@ -406,6 +412,8 @@ class PeerSession:
         """An authenticated, fresh packet came from somewhere new (a replay cannot get here:
         the channel's window refuses it)."""
         kind = self._kind(source)
+        if kind is PathKind.RELAY and self.path is PathKind.RELAY:
+            return  # the peer answers through the other relay route: both work, keep ours
         if (
             kind is PathKind.RELAY
             and self.path is not PathKind.RELAY

@@ -13,6 +13,7 @@ import structlog
 from rendezvous.registry import NameRegistry
 from rendezvous.service import RendezvousConfig, RendezvousService
 from rendezvous.stun_service import Reply, StunServiceConfig
+from rendezvous.tcp import TcpConfig, TcpListener
 from rendezvous.turn import TurnConfig, is_turn_datagram
 from rendezvous.turn_adapter import TurnRelay
 from stunproto.aio import LoopTimer
@@ -60,7 +61,8 @@ class RendezvousServer:
     """``async with RendezvousServer(config) as server:`` serves until the block exits.
 
     A bare ``StunServiceConfig`` serves with default rendezvous settings and an in-memory
-    name registry."""
+    name registry. The primary address also listens on TCP (``rendezvous.tcp``) for
+    networks that block UDP; ``tcp=None`` turns that off."""
 
     def __init__(
         self,
@@ -68,6 +70,7 @@ class RendezvousServer:
         registry: NameRegistry | None = None,
         *,
         turn: TurnConfig | None = None,
+        tcp: TcpConfig | None = TcpConfig(),  # noqa: B008 (frozen, so sharing it is safe)
     ) -> None:
         if isinstance(config, StunServiceConfig):
             config = RendezvousConfig(stun=config)
@@ -79,6 +82,8 @@ class RendezvousServer:
         )
         self.turn = TurnRelay(turn) if turn is not None else None
         self.transports: dict[Address, asyncio.DatagramTransport] = {}
+        self._tcp_config = tcp
+        self.tcp: TcpListener | None = None
         self._timer = LoopTimer(self._on_timer)
 
     def send(self, reply: Reply) -> None:
@@ -90,7 +95,11 @@ class RendezvousServer:
         """Send what the service queued and re-arm its timer."""
         loop = asyncio.get_running_loop()
         for reply in self.service.datagrams_to_send(loop.time()):
-            self.send(reply)
+            # An introduction for a peer that logged in over TCP goes on its connection.
+            # (Only here: answers to UDP requests go back over UDP, even should a TCP
+            # client have the same address and port.)
+            if self.tcp is None or not self.tcp.send(reply.data, reply.destination):
+                self.send(reply)
         self._timer.arm(self.service.get_timer())
 
     def _on_timer(self) -> None:
@@ -110,6 +119,8 @@ class RendezvousServer:
                 await self.turn.start()
                 for local, transport in self.transports.items():
                     self.turn.attach(local, transport)
+            if self._tcp_config is not None:
+                await self._start_tcp()
         except BaseException:
             self.close()
             raise
@@ -120,8 +131,25 @@ class RendezvousServer:
             relay=self.turn is not None,
         )
 
+    async def _start_tcp(self) -> None:
+        primary = self.service.config.stun.primary
+        # Same port as the primary UDP socket, also when that was configured as 0.
+        sockname = self.transports[primary].get_extra_info("sockname")
+        self.tcp = TcpListener(
+            self.service,
+            primary,
+            turn=self.turn,
+            after_request=self.pump,
+            config=self._tcp_config,
+            bind=(primary[0], int(sockname[1])),
+        )
+        await self.tcp.start()
+
     def close(self) -> None:
         self._timer.cancel()
+        if self.tcp is not None:
+            self.tcp.close()
+            self.tcp = None
         if self.turn is not None:
             self.turn.close()
         for transport in self.transports.values():

@@ -79,8 +79,19 @@ class TurnRelay:
     def attach(self, local: Address, transport: asyncio.DatagramTransport) -> None:
         """Register a client-facing socket owned by someone else (the rendezvous server):
         answers and relayed data for clients that came in on ``local`` leave through it."""
+        self.attach_sender(local, transport.sendto)
+
+    def attach_sender(self, local: Address, sender: Sender) -> None:
+        """Like ``attach``, for a client-facing side that is not one UDP socket: answers and
+        relayed data for clients known under ``local`` go to ``sender(data, client)``. The
+        rendezvous' TCP listener registers one for all its connections, under a ``local``
+        of its own (so TCP and UDP clients never share a five-tuple)."""
         self._loop = self._loop or asyncio.get_running_loop()
-        self._senders[local] = transport.sendto
+        self._senders[local] = sender
+
+    def detach(self, local: Address) -> None:
+        """Forget the sender for ``local``: what the server still sends there is dropped."""
+        self._senders.pop(local, None)
 
     def client_datagram(self, data: bytes, source: Address, local: Address) -> None:
         """A datagram for the TURN server that arrived on the client-facing socket ``local``

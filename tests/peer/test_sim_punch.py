@@ -183,3 +183,32 @@ def test_relay_offered_but_direct_path_preferred() -> None:
     for peer in (world.a, world.b):
         connected = peer.first(Connected)
         assert isinstance(connected, Connected) and connected.path is PathKind.DIRECT
+
+
+@pytest.mark.parametrize("confined", ["alice", "bob"])
+def test_a_peer_that_can_only_reach_the_relay_still_connects(confined: str) -> None:
+    # A peer whose UDP reaches nothing but the rendezvous and its relay (in the lab and in
+    # real life: TURN over TCP) sends everything through its allocation.
+    world = build_world(
+        "port-restricted-cone",
+        "port-restricted-cone",
+        relay=True,
+        relay_only=frozenset({confined}),
+        rtt=0.05,
+    )
+    assert world.login()
+    assert world.net.run_until(
+        lambda: all(p.agent.rendezvous.relayed is not None for p in (world.a, world.b)),
+        timeout=5,
+    )
+    world.a.agent.connect("bob", world.net.now)
+    world.net.wake(world.a.agent)
+    assert world.net.run_until(
+        lambda: world.a.has(Connected) and world.b.has(Connected), timeout=10
+    )
+    for peer in (world.a, world.b):
+        connected = peer.first(Connected)
+        assert isinstance(connected, Connected) and connected.path is PathKind.RELAY
+    world.a.agent.send("bob", b"ping", world.net.now)
+    world.net.wake(world.a.agent)
+    assert world.net.run_until(lambda: world.b.has(MessageReceived), timeout=5)

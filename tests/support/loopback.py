@@ -16,9 +16,11 @@ def free_port_pair(host: str = "127.0.0.1", alt_host: str = "127.0.0.2") -> int:
         try:
             for ip in (host, alt_host):
                 for candidate in (port, port + 1):
-                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    sockets.append(sock)
-                    sock.bind((ip, candidate))
+                    # UDP for STUN and the relay; TCP because the rendezvous listens there too.
+                    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                        sock = socket.socket(socket.AF_INET, kind)
+                        sockets.append(sock)
+                        sock.bind((ip, candidate))
             return port
         except OSError:
             continue

@@ -153,6 +153,7 @@ def build_world(
     session: SessionConfig | None = None,
     known_peers: dict[str, KnownPeers] | None = None,
     relay: bool = False,
+    relay_only: frozenset[str] = frozenset(),
 ) -> World:
     """Two peers (alice behind ``kind_a``, bob behind ``kind_b``) and a rendezvous server.
     The peers' one-way delay to the internet core is rtt/4 each, so a round trip between
@@ -209,6 +210,7 @@ def build_world(
                     nat_type=kind,
                 ),
                 session=session or SessionConfig(),
+                relay_only=name in relay_only,
             ),
             sign=identity.sign,
             static=identity.x25519_private,

@@ -1,0 +1,271 @@
+"""STUN, rendezvous and TURN over TCP, for networks that block UDP (offices, some hotels).
+
+The rendezvous listens on TCP at the IP and port of its primary UDP socket. Each connection
+is one client; its byte stream is cut into messages by :mod:`stunproto.framing` (RFC 8489
+section 6.2.2, RFC 8656 section 12.5), and each message goes where the same datagram would
+go over UDP:
+
+* TURN methods and ChannelData (``is_turn_datagram``) to the embedded relay, as if they had
+  arrived on a client-facing socket of its own, ``turn_local`` = ``("tcp:<ip>", port)``.
+  The TURN server keys allocations (and cached answers) by (client source, local); a
+  distinct local keeps a TCP client apart from a UDP client that happens to have the same
+  address and port, and lets the relay's answers and relayed data (``Send(from_socket=
+  turn_local, destination=client)``) find their way back to the connection through the
+  sender this module attaches for ``turn_local``. Relaying to peers stays UDP (RFC 8656
+  allows TCP only between client and server, short of RFC 6062).
+* Everything else to ``RendezvousService.handle(data, source, local, now)`` with ``source``
+  the connection's remote address and ``local`` the primary address, exactly as a datagram
+  on the primary socket: the per-source rate limit, the answer cache and the registration
+  (whose endpoint becomes the TCP source) work unchanged. Answers go back on the
+  connection; server-initiated introductions to a TCP client's address too (see ``send``).
+
+Bounds: at most ``max_connections`` (and ``max_connections_per_ip``) connections; one
+that completed no message for ``idle_timeout`` seconds (its first one within
+``first_message_timeout``) is closed; a client that does not
+read loses messages once ``max_write_buffer`` bytes wait for it, as it would lose datagrams
+over UDP, instead of making the server buffer without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import structlog
+
+from rendezvous.service import RendezvousService
+from rendezvous.turn import is_turn_datagram
+from rendezvous.turn_adapter import TurnRelay
+from stunproto.attributes import Address
+from stunproto.framing import FramingError, StreamDecoder, frame
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TcpConfig:
+    max_connections: int = 1000
+    # Generous: UDP-blocking networks are offices, where many peers share one public IP.
+    max_connections_per_ip: int = 100
+    # Seconds without one whole message before a connection is closed. A logged-in peer
+    # refreshes its registration every ~20 s; a TURN client refreshes its allocation a
+    # minute before its lifetime (600 s by default) runs out, so 600 s keeps both.
+    idle_timeout: float = 600.0
+    # A connection that has not completed its first message by then is closed: holding
+    # slots with silent connections should cost more than one idle_timeout per slot.
+    first_message_timeout: float = 30.0
+    max_write_buffer: int = 256 * 1024  # bytes queued for one client before we drop
+
+    def __post_init__(self) -> None:
+        if min(self.max_connections, self.max_connections_per_ip) < 1:
+            raise ValueError("connection limits must be at least 1")
+        if min(self.idle_timeout, self.first_message_timeout) <= 0 or self.max_write_buffer < 1:
+            raise ValueError("timeouts and max_write_buffer must be positive")
+
+
+def turn_local_for(listen: Address) -> Address:
+    """The client-facing "local address" under which the TURN server knows TCP clients."""
+    return ("tcp:" + listen[0], listen[1])
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, listener: TcpListener) -> None:
+        self._listener = listener
+        self._decoder = StreamDecoder()
+        self._transport: asyncio.Transport | None = None
+        self.source: Address = ("", 0)
+        self._loop = asyncio.get_running_loop()
+        self._last_heard: float | None = None  # when the last whole message came in
+        self._opened = self._loop.time()
+        self._idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.source = (str(peer[0]), int(peer[1]))  # IPv6 peernames have 4 fields
+        if not self._listener.admit(self):
+            self._transport.abort()
+            return
+        config = self._listener.config
+        self._idle = self._loop.call_at(
+            self._opened + config.first_message_timeout, self._check_idle
+        )
+
+    def data_received(self, data: bytes) -> None:
+        broken: FramingError | None = None
+        try:
+            messages = self._decoder.feed(data)
+        except FramingError as exc:
+            broken, messages = exc, exc.messages
+        if messages:
+            self._last_heard = self._loop.time()
+        for message in messages:
+            self._listener.dispatch(message, self)
+        if broken is not None and self._transport is not None:
+            # Answer what came before the garbage, then give up (close, not abort: those
+            # answers are still to be flushed): nothing says where the next message starts.
+            log.debug("tcp_framing_error", source=_text(self.source), error=str(broken))
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._listener.forget(self)
+
+    def write(self, data: bytes) -> bool:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > self._listener.config.max_write_buffer:
+            self._listener.dropped += 1
+            return False
+        transport.write(frame(data))
+        return True
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _check_idle(self) -> None:
+        # One timer per connection, moved only when it fires: cheaper than re-arming it for
+        # every message.
+        config = self._listener.config
+        if self._last_heard is None:
+            due = self._opened + config.first_message_timeout
+        else:
+            due = self._last_heard + config.idle_timeout
+        if self._loop.time() >= due:
+            self._idle = None
+            log.debug("tcp_idle_close", source=_text(self.source))
+            self.abort()
+        else:
+            self._idle = self._loop.call_at(due, self._check_idle)
+
+
+class TcpListener:
+    """The rendezvous' TCP side: ``await start()``, ``close()``.
+
+    ``local`` is the address requests are attributed to (the primary address, as the
+    service knows it); ``bind`` where to listen (the same, but with the port the primary
+    UDP socket actually got, should it have been configured as 0)."""
+
+    def __init__(
+        self,
+        service: RendezvousService,
+        local: Address,
+        *,
+        turn: TurnRelay | None = None,
+        after_request: Callable[[], None] = lambda: None,
+        config: TcpConfig | None = None,
+        bind: Address | None = None,
+    ) -> None:
+        self.service = service
+        self.local = local
+        self.turn_local = turn_local_for(local)
+        self.config = config or TcpConfig()
+        self._turn = turn
+        self._after_request = after_request
+        self._bind = bind or local
+        self._server: asyncio.Server | None = None
+        self._connections: dict[Address, _Connection] = {}
+        self._per_ip: dict[str, int] = {}
+        self.refused = 0  # connections turned away by the limits
+        self.dropped = 0  # messages not written to clients that do not read
+        self.address: Address | None = None  # where we listen, once started
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self._bind[0], self._bind[1]
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.address = (str(sockname[0]), int(sockname[1]))
+        if self._turn is not None:
+            self._turn.attach_sender(self.turn_local, self._send_turn)
+        log.info(
+            "tcp_listening",
+            address=_text(self.address),
+            max_connections=self.config.max_connections,
+            relay=self._turn is not None,
+        )
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()  # stops listening; connections are closed below
+            self._server = None
+        if self._turn is not None:
+            self._turn.detach(self.turn_local)
+        for connection in list(self._connections.values()):
+            connection.abort()
+        self._connections.clear()
+        self._per_ip.clear()
+
+    # ------------------------------------------------------------------ connections
+
+    def admit(self, connection: _Connection) -> bool:
+        ip = connection.source[0]
+        if (
+            len(self._connections) >= self.config.max_connections
+            or self._per_ip.get(ip, 0) >= self.config.max_connections_per_ip
+            or connection.source in self._connections
+        ):
+            self.refused += 1
+            log.debug("tcp_refused", source=_text(connection.source))
+            return False
+        self._connections[connection.source] = connection
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        return True
+
+    def forget(self, connection: _Connection) -> None:
+        if self._connections.get(connection.source) is not connection:
+            return  # refused at connection_made, or already closed by close()
+        del self._connections[connection.source]
+        ip = connection.source[0]
+        left = self._per_ip.pop(ip, 1) - 1
+        if left > 0:
+            self._per_ip[ip] = left
+
+    # ------------------------------------------------------------------ messages
+
+    def dispatch(self, data: bytes, connection: _Connection) -> None:
+        """One message from ``connection``: to the relay or the service, as over UDP."""
+        if self._turn is not None and is_turn_datagram(data):
+            self._turn.client_datagram(data, connection.source, self.turn_local)
+            return
+        now = asyncio.get_running_loop().time()
+        reply = self.service.handle(data, connection.source, self.local, now)
+        if reply is not None:
+            if reply.local == self.local and reply.destination == connection.source:
+                connection.write(reply.data)
+            else:
+                # CHANGE-REQUEST or RESPONSE-PORT (RFC 5780) ask for an answer from another
+                # address or to another port: meaningful over UDP only.
+                log.debug("tcp_reply_needs_udp", source=_text(connection.source))
+        self._after_request()  # the request may have started an introduction
+
+    def send(self, data: bytes, destination: Address) -> bool:
+        """Write a server-initiated message to the TCP client at ``destination``; False if
+        no client is connected from there (the caller sends it over UDP instead)."""
+        connection = self._connections.get(destination)
+        if connection is None:
+            return False
+        connection.write(data)
+        return True
+
+    def _send_turn(self, data: bytes, destination: Address) -> None:
+        # The relay's answers and relayed data for TCP clients; a client gone since is
+        # like a lost datagram.
+        connection = self._connections.get(destination)
+        if connection is not None:
+            connection.write(data)
+
+
+def _text(address: Address) -> str:
+    return f"{address[0]}:{address[1]}"
