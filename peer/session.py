@@ -45,6 +45,8 @@ def untagged(address: Address) -> tuple[Address, bool]:
     if address[0].startswith(RELAY_TAG):
         return (address[0][len(RELAY_TAG) :], address[1]), True
     return address, False
+
+
 MAX_LEARNED_CANDIDATES = 4
 
 
