@@ -222,7 +222,12 @@ class PeerAgent:
             # Let the other side's packets in through our relay (permissions are per IP).
             self.turn.create_permission(intro.public_endpoint[0], now)
         session = PeerSession(
-            intro, self._static, event.received_at, config=self.config.session, rng=self._rng
+            intro,
+            self._static,
+            event.received_at,
+            config=self.config.session,
+            rng=self._rng,
+            own_nat_type=self.config.rendezvous.nat_type,
         )
         self.sessions[intro.name] = session
         self._events.append(event)

@@ -80,11 +80,13 @@ async def run_chat(options: ChatOptions) -> int:
             out.event(
                 "connected",
                 f"connected to {conn.peer} over {conn.path} path, remote "
-                f"{_endpoint(conn.remote)}, in {conn.connect_time * 1000:.0f} ms",
+                f"{_endpoint(conn.remote)}, in {conn.connect_time * 1000:.0f} ms"
+                + (f" ({conn.note})" if conn.note else ""),
                 peer=conn.peer,
                 path=str(conn.path),
                 remote=_endpoint(conn.remote),
                 ms=round(conn.connect_time * 1000, 1),
+                **({"note": conn.note} if conn.note else {}),
             )
             return await _converse(me, conn, out)
     except (PeerError, TimeoutError) as exc:

@@ -78,6 +78,7 @@ class Connection:
         self.path: PathKind = event.path
         self.remote: Address = event.remote
         self.connect_time = event.elapsed
+        self.note = event.note
         self._messages: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.closed: str | None = None  # the reason, once closed
 

@@ -102,6 +102,7 @@ class Connected:
     path: PathKind
     remote: Address
     elapsed: float  # from introduction to proof of the path both ways
+    note: str = ""  # why this path, when it is worth saying (e.g. relaying at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,7 @@ class PeerSession:
         *,
         config: SessionConfig | None = None,
         rng: random.Random | None = None,
+        own_nat_type: str = "unknown",
     ) -> None:
         self.introduction = introduction
         self.peer = introduction.name
@@ -155,6 +157,10 @@ class PeerSession:
             introduction.public_endpoint,
         )
         self._relay_candidate = introduction.relayed_endpoint
+        # Two symmetric NATs with random ports cannot be punched without prediction: go to
+        # the relay at once instead of after a second of hopeless punching, and say so.
+        self._hopeless = own_nat_type == "symmetric" and introduction.nat_type == "symmetric"
+        self._relay_after = 0.0 if self._hopeless else self.config.relay_after
         self._direct_remote: Address | None = None  # last proven direct (or LAN) endpoint
         self._repunch_at: float | None = None
         self._repunch_gap = self.config.repunch_interval
@@ -325,7 +331,7 @@ class PeerSession:
         return (
             self._relay_candidate is not None
             and started is not None
-            and now >= started + self.config.relay_after
+            and now >= started + self._relay_after
         )
 
     def _punch_gap(self) -> float:
@@ -484,7 +490,10 @@ class PeerSession:
             self._punch_at = None  # on the relay, the initiator keeps punching for direct
         self._last_received = now
         assert self.path is not None
-        self._events.append(Connected(self.peer, self.path, source, now - self.started))
+        note = ""
+        if self.path is PathKind.RELAY and self._hopeless:
+            note = "both NATs are symmetric: no direct path without port prediction, relaying"
+        self._events.append(Connected(self.peer, self.path, source, now - self.started, note))
 
     def _set_remote(self, source: Address) -> None:
         self.remote = source

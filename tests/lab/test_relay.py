@@ -19,20 +19,27 @@ SECRET = "lab relay secret"
 SYMMETRIC = NatSpec(kind=NatKind.SYMMETRIC)
 
 
-def chat_over_relay(lab: Lab, tmp_path: Path) -> None:
-    with chat_process(lab.hosts["b"].exec_prefix, chat_args(tmp_path, "bob", "--no-probe")) as (
+def chat_over_relay(lab: Lab, tmp_path: Path, *, probe: bool = False) -> None:
+    extra = [] if probe else ["--no-probe"]
+    with chat_process(lab.hosts["b"].exec_prefix, chat_args(tmp_path, "bob", *extra)) as (
         bob,
         bob_out,
     ):
-        bob_out.next("online")
+        bob_out.next("online", timeout=30)
         with chat_process(
-            lab.hosts["a"].exec_prefix, chat_args(tmp_path, "alice", "--no-probe", "--to", "bob")
+            lab.hosts["a"].exec_prefix, chat_args(tmp_path, "alice", *extra, "--to", "bob")
         ) as (alice, alice_out):
-            connected = alice_out.next("connected", timeout=20)
+            connected = alice_out.next("connected", timeout=30)
             assert connected["path"] == "relay", connected
             assert bob_out.next("connected", timeout=20)["path"] == "relay"
-            # Within about a second of giving up on a direct path.
-            assert isinstance(connected["ms"], float) and connected["ms"] < 2500, connected
+            assert isinstance(connected["ms"], float)
+            if probe:
+                # Both know their NATs are symmetric: straight to the relay, and said so.
+                assert "symmetric" in str(connected.get("note")), connected
+                assert connected["ms"] < 500, connected
+            else:
+                # Within about a second of giving up on a direct path.
+                assert connected["ms"] < 2500, connected
             say(alice, "through the relay")
             say(bob, "and back")
             assert texts(bob_out, 1) == ["through the relay"]
@@ -45,7 +52,7 @@ def test_symmetric_pair_chats_over_the_embedded_relay(
     lab = lab_factory(Lab.two_nats, a=SYMMETRIC, b=SYMMETRIC)
     args = ["--listen", f"{SERVER}:3478", "--alt-ip", ALT, "--turn-secret", SECRET]
     with rendezvous_process(args, lab.server.exec_prefix):
-        chat_over_relay(lab, tmp_path)
+        chat_over_relay(lab, tmp_path, probe=True)
 
 
 def test_symmetric_pair_chats_over_coturn(lab_factory: Callable[..., Lab], tmp_path: Path) -> None:
