@@ -291,13 +291,13 @@ def sim_once(kind_a: str, kind_b: str, rtt: float, seed: int) -> Sample:
         return Sample(ok=False, error="login failed")
     start = world.net.now
     world.a.agent.connect("bob", start)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     if not world.net.run_until(lambda: world.a.has(Connected), timeout=10):
         return Sample(ok=False, error="no connection")
     connected = world.net.now
     # As the asyncio adapter does: send the moment connect reports the connection.
     world.a.agent.send("bob", b"first message", connected)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     if not world.net.run_until(lambda: world.b.has(MessageReceived), timeout=10):
         return Sample(ok=False, error="message not delivered")
     return Sample(

@@ -13,7 +13,9 @@ sans-I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +25,7 @@ import structlog
 
 from natprobe.probe import ProbeConfig, probe, route_local_ip
 from peer.agent import AgentConfig, AgentEvent, PeerAgent
+from peer.birthday import split_socket, via_socket
 from peer.identity import Identity
 from peer.known_peers import KnownPeers
 from peer.localaddr import local_endpoints
@@ -136,6 +139,7 @@ class Peer:
         self.transport = "udp"  # how we reach the rendezvous: "udp", or "tcp" if UDP is blocked
         self._tcp: asyncio.StreamWriter | None = None
         self._tcp_reader: asyncio.Future[None] | None = None
+        self._extra: dict[int, socket.socket] = {}  # birthday-trick sockets, by index
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -256,6 +260,11 @@ class Peer:
             self._tcp_reader.cancel()
         if self._tcp is not None:
             self._tcp.close()
+        loop = asyncio.get_running_loop()
+        for sock in self._extra.values():
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._extra.clear()
         if self._punch is not None:
             self._punch.close()
 
@@ -310,7 +319,10 @@ class Peer:
         assert agent is not None and punch is not None
         loop = asyncio.get_running_loop()
         for data, destination in agent.datagrams_to_send(loop.time()):
-            if self._tcp is not None and destination == self.server:
+            index, real = split_socket(destination)
+            if index is not None:
+                self._send_from_extra(index, data, real)
+            elif self._tcp is not None and destination == self.server:
                 self._tcp.write(frame(data))
             else:
                 punch.sendto(data, destination)
@@ -318,6 +330,31 @@ class Peer:
             self._dispatch(event)
         self._progress.set()
         self._timer.arm(agent.get_timer())
+
+    def _send_from_extra(self, index: int, data: bytes, destination: Address) -> None:
+        """The birthday trick's extra sockets (peer.birthday): plain non-blocking sockets,
+        opened on first use, each a fresh mapping at a symmetric NAT."""
+        sock = self._extra.get(index)
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind(("0.0.0.0", 0))
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._read_extra, index, sock)
+            self._extra[index] = sock
+        # A full buffer or an ICMP error: punching is lossy by nature.
+        with contextlib.suppress(OSError):
+            sock.sendto(data, destination)
+
+    def _read_extra(self, index: int, sock: socket.socket) -> None:
+        assert self._agent is not None
+        now = asyncio.get_running_loop().time()
+        for _ in range(64):
+            try:
+                data, source = sock.recvfrom(65535)
+            except OSError:  # nothing more to read, or an ICMP error report
+                break
+            self._agent.receive_datagram(data, via_socket(index, (source[0], source[1])), now)
+        self._pump()
 
     def _dispatch(self, event: AgentEvent) -> None:
         self.events.put_nowait(event)

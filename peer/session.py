@@ -20,6 +20,7 @@ from enum import Enum, StrEnum
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from peer.birthday import Birthday, BirthdayConfig, BirthdayRole, role_for
 from peer.channel import Channel, ChannelError
 from peer.frames import Ack, Close, Data, FrameError, Keepalive, parse_frame
 from peer.identity import ed25519_to_x25519_public
@@ -90,6 +91,8 @@ class SessionConfig:
     repunch_interval: float = 1.0
     repunch_max: float = 30.0
     stable_for: float = 1.0
+    # Symmetric NAT against a port-restricted cone: the birthday trick (peer.birthday).
+    birthday: BirthdayConfig = field(default_factory=BirthdayConfig)
     keepalive_interval: float | None = 15.0  # nothing sent for this long -> keepalive; None: off
     keepalive_jitter: float = 0.1  # +-10%, so that many peers do not beat in step
     dead_after: float = 40.0  # nothing authenticated received for this long -> path dead
@@ -161,6 +164,13 @@ class PeerSession:
         # the relay at once instead of after a second of hopeless punching, and say so.
         self._hopeless = own_nat_type == "symmetric" and introduction.nat_type == "symmetric"
         self._relay_after = 0.0 if self._hopeless else self.config.relay_after
+        birthday_role = role_for(own_nat_type, introduction.nat_type)
+        self._birthday = Birthday(
+            self.config.birthday, birthday_role, introduction.public_endpoint, self._rng
+        )
+        if birthday_role is not BirthdayRole.NONE:
+            # Give the spray its chance before the relay takes the channel.
+            self._relay_after = max(self._relay_after, 2 * self.config.relay_after)
         self._direct_remote: Address | None = None  # last proven direct (or LAN) endpoint
         self._repunch_at: float | None = None
         self._repunch_gap = self.config.repunch_interval
@@ -315,6 +325,8 @@ class PeerSession:
                 assert self._relay_candidate is not None
                 targets.append(self._relay_candidate)
             self._outbox.extend((self._message1, candidate) for candidate in targets)
+            if not relayed:
+                self._outbox.extend(self._birthday.extra(self._message1))
         else:
             # Responder before the handshake: open our NAT toward every candidate (and, once
             # direct punching has had its chance, toward the initiator's relay, which a
@@ -324,6 +336,7 @@ class PeerSession:
                 assert self._relay_candidate is not None
                 targets.append(self._relay_candidate)
             self._outbox.extend((bytes([PROBE]), candidate) for candidate in targets)
+            self._outbox.extend(self._birthday.extra(bytes([PROBE])))
         self._punch_at = now + self._punch_gap()
 
     def _relay_due(self, now: float) -> bool:

@@ -99,3 +99,31 @@ def test_two_peers_behind_one_nat_use_the_lan(
             assert bob_out.next("connected")["path"] == "lan"
             say(alice, "on the lan")
             assert texts(bob_out, 1) == ["on the lan"]
+
+
+@pytest.mark.parametrize(
+    ("kind_a", "kind_b"),
+    [(K.SYMMETRIC, K.PORT_RESTRICTED_CONE), (K.PORT_RESTRICTED_CONE, K.SYMMETRIC)],
+    ids=lambda k: str(k),
+)
+def test_birthday_trick_symmetric_against_port_restricted(
+    lab_factory: Callable[..., Lab], tmp_path: Path, kind_a: NatKind, kind_b: NatKind
+) -> None:
+    # The peers probe their NATs (the default) to learn that this is the pair for the
+    # birthday trick: many sockets behind the symmetric NAT, a spray from the other side.
+    lab = lab_factory(Lab.two_nats, a=NatSpec(kind=kind_a), b=NatSpec(kind=kind_b))
+    with (
+        rendezvous_process(["--listen", f"{SERVER}:3478", "--alt-ip", ALT], lab.server.exec_prefix),
+        chat_process(lab.hosts["b"].exec_prefix, chat_args(tmp_path, "bob")) as (bob, bob_out),
+    ):
+        bob_out.next("online", timeout=30)
+        with chat_process(
+            lab.hosts["a"].exec_prefix, chat_args(tmp_path, "alice", "--to", "bob")
+        ) as (alice, alice_out):
+            connected = alice_out.next("connected", timeout=30)
+            assert connected["path"] == "direct", connected
+            assert bob_out.next("connected")["path"] == "direct"
+            say(alice, "happy birthday")
+            say(bob, "thanks")
+            assert texts(bob_out, 1) == ["happy birthday"]
+            assert texts(alice_out, 1) == ["thanks"]

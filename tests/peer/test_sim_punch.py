@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from peer.birthday import BirthdayConfig, split_socket
 from peer.identity import Identity
 from peer.known_peers import KnownPeers, Verdict
 from peer.rendezvous_client import ConnectFailed
@@ -19,7 +20,7 @@ def test_every_pair(kind_a: str, kind_b: str) -> None:
     world = build_world(kind_a, kind_b, session=SessionConfig(punch_timeout=2.0))
     assert world.login()
     world.a.agent.connect("bob", world.net.now)
-    world.net.wake(world.a.agent)
+    world.net.wake()
 
     def settled() -> bool:
         return all(p.has(Connected) or p.has(SessionClosed) for p in (world.a, world.b))
@@ -35,8 +36,8 @@ def test_every_pair(kind_a: str, kind_b: str) -> None:
         assert isinstance(connected, Connected) and connected.path is PathKind.DIRECT
     world.a.agent.send("bob", b"hello bob", world.net.now)
     world.b.agent.send("alice", b"hello alice", world.net.now)
-    world.net.wake(world.a.agent)
-    world.net.wake(world.b.agent)
+    world.net.wake()
+    world.net.wake()
     assert world.net.run_until(
         lambda: world.a.has(MessageReceived) and world.b.has(MessageReceived), timeout=5
     )
@@ -50,7 +51,7 @@ def test_connect_time_is_about_one_round_trip(rtt: float) -> None:
     assert world.login()
     started = world.net.now
     world.a.agent.connect("bob", started)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     assert world.net.run_until(lambda: world.a.has(Connected), timeout=10)
     elapsed = world.net.now - started
     # CONNECT round trip to the server (rtt/2 here), the synchronised start, then the
@@ -62,7 +63,7 @@ def test_unknown_peer_is_a_clear_error() -> None:
     world = build_world("full-cone", "full-cone")
     assert world.login()
     world.a.agent.connect("carol", world.net.now)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     assert world.net.run_until(lambda: world.a.has(ConnectFailed), timeout=5)
     failed = world.a.first(ConnectFailed)
     assert isinstance(failed, ConnectFailed)
@@ -73,7 +74,7 @@ def test_same_nat_uses_the_lan() -> None:
     world = build_world("port-restricted-cone", "port-restricted-cone", same_nat=True)
     assert world.login()
     world.a.agent.connect("bob", world.net.now)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     assert world.net.run_until(lambda: world.a.has(Connected) and world.b.has(Connected), timeout=5)
     for peer in (world.a, world.b):
         connected = peer.first(Connected)
@@ -84,15 +85,15 @@ def test_loss_reliable_ordered_delivery() -> None:
     world = build_world("port-restricted-cone", "restricted-cone", loss=10, seed=7)
     assert world.login()
     world.a.agent.connect("bob", world.net.now)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     assert world.net.run_until(
         lambda: world.a.has(Connected) and world.b.has(Connected), timeout=10
     )
     for i in range(100):
         world.a.agent.send("bob", f"a{i}".encode(), world.net.now)
         world.b.agent.send("alice", f"b{i}".encode(), world.net.now)
-    world.net.wake(world.a.agent)
-    world.net.wake(world.b.agent)
+    world.net.wake()
+    world.net.wake()
 
     def received(peer: object) -> list[bytes]:
         return [e.data for e in peer.poll() if isinstance(e, MessageReceived)]  # type: ignore[attr-defined]
@@ -110,7 +111,7 @@ def test_a_changed_key_is_refused_loudly(tmp_path) -> None:  # type: ignore[no-u
     world = build_world("full-cone", "full-cone", known_peers={"alice": known})
     assert world.login()
     world.a.agent.connect("bob", world.net.now)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     assert world.net.run_until(lambda: world.a.has(SessionClosed), timeout=5)
     closed = world.a.first(SessionClosed)
     assert isinstance(closed, SessionClosed)
@@ -125,10 +126,13 @@ def test_first_contact_pins_the_key(tmp_path) -> None:  # type: ignore[no-untype
     world = build_world("full-cone", "open", known_peers={"alice": known})
     assert world.login()
     world.a.agent.connect("bob", world.net.now)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     assert world.net.run_until(lambda: world.a.has(Connected), timeout=5)
     bob_key = world.b.agent.config.rendezvous.public_key
     assert known.check("bob", bob_key) is Verdict.MATCH
+
+
+NO_BIRTHDAY = SessionConfig(birthday=BirthdayConfig(sockets=0, probes=0))
 
 
 @pytest.mark.parametrize(
@@ -141,7 +145,8 @@ def test_first_contact_pins_the_key(tmp_path) -> None:  # type: ignore[no-untype
     ids=str,
 )
 def test_relay_when_no_direct_path_exists(kind_a: str, kind_b: str) -> None:
-    world = build_world(kind_a, kind_b, relay=True, rtt=0.05)
+    # Symmetric against port-restricted with the birthday trick turned off: the relay.
+    world = build_world(kind_a, kind_b, relay=True, rtt=0.05, session=NO_BIRTHDAY)
     assert world.login()
     # Both allocate on the embedded relay and tell the rendezvous.
     assert world.net.run_until(
@@ -150,7 +155,7 @@ def test_relay_when_no_direct_path_exists(kind_a: str, kind_b: str) -> None:
     )
     started = world.net.now
     world.a.agent.connect("bob", started)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     assert world.net.run_until(
         lambda: world.a.has(Connected) and world.b.has(Connected), timeout=10
     )
@@ -163,12 +168,13 @@ def test_relay_when_no_direct_path_exists(kind_a: str, kind_b: str) -> None:
         connected = world.a.first(Connected)
         assert isinstance(connected, Connected) and "symmetric" in connected.note
     else:
-        # Within about a second of the decision (relay_after = 1 s of fruitless punching).
-        assert world.net.now - started < 1.5
+        # Within about a second of the decision (relay_after = 1 s of fruitless punching,
+        # 2 s when the birthday trick gets its chance first).
+        assert world.net.now - started < 2.5
     world.a.agent.send("bob", b"over the relay", world.net.now)
     world.b.agent.send("alice", b"and back", world.net.now)
-    world.net.wake(world.a.agent)
-    world.net.wake(world.b.agent)
+    world.net.wake()
+    world.net.wake()
     assert world.net.run_until(
         lambda: world.a.has(MessageReceived) and world.b.has(MessageReceived), timeout=5
     )
@@ -184,7 +190,7 @@ def test_relay_offered_but_direct_path_preferred() -> None:
         timeout=5,
     )
     world.a.agent.connect("bob", world.net.now)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     assert world.net.run_until(lambda: world.a.has(Connected) and world.b.has(Connected), timeout=5)
     for peer in (world.a, world.b):
         connected = peer.first(Connected)
@@ -208,7 +214,7 @@ def test_a_peer_that_can_only_reach_the_relay_still_connects(confined: str) -> N
         timeout=5,
     )
     world.a.agent.connect("bob", world.net.now)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     assert world.net.run_until(
         lambda: world.a.has(Connected) and world.b.has(Connected), timeout=10
     )
@@ -216,5 +222,40 @@ def test_a_peer_that_can_only_reach_the_relay_still_connects(confined: str) -> N
         connected = peer.first(Connected)
         assert isinstance(connected, Connected) and connected.path is PathKind.RELAY
     world.a.agent.send("bob", b"ping", world.net.now)
-    world.net.wake(world.a.agent)
+    world.net.wake()
     assert world.net.run_until(lambda: world.b.has(MessageReceived), timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("kind_a", "kind_b"),
+    [("symmetric", "port-restricted-cone"), ("port-restricted-cone", "symmetric")],
+    ids=str,
+)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_birthday_trick_punches_symmetric_against_port_restricted(
+    kind_a: str, kind_b: str, seed: int
+) -> None:
+    world = build_world(kind_a, kind_b, relay=True, rtt=0.05, seed=seed)
+    assert world.login()
+    assert world.net.run_until(
+        lambda: all(p.agent.rendezvous.relayed is not None for p in (world.a, world.b)),
+        timeout=5,
+    )
+    world.a.agent.connect("bob", world.net.now)
+    world.net.wake()
+    assert world.net.run_until(lambda: world.a.has(Connected) and world.b.has(Connected), timeout=5)
+    for peer in (world.a, world.b):
+        connected = peer.first(Connected)
+        assert isinstance(connected, Connected) and connected.path is PathKind.DIRECT
+    hard = world.a if kind_a == "symmetric" else world.b
+    hard_connected = hard.first(Connected)
+    assert isinstance(hard_connected, Connected)
+    assert split_socket(hard_connected.remote)[0] is not None  # through an extra socket
+    world.a.agent.send("bob", b"birthday", world.net.now)
+    world.b.agent.send("alice", b"paradox", world.net.now)
+    world.net.wake()
+    assert world.net.run_until(
+        lambda: world.a.has(MessageReceived) and world.b.has(MessageReceived), timeout=5
+    )
+    assert world.b.first(MessageReceived) == MessageReceived("alice", b"birthday")
+    assert world.a.first(MessageReceived) == MessageReceived("bob", b"paradox")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from netsim import Host, Nat, NatConfig, Network
 from peer.agent import AgentConfig, AgentEvent, PeerAgent
+from peer.birthday import split_socket, via_socket
 from peer.identity import Identity
 from peer.known_peers import KnownPeers
 from peer.rendezvous_client import LoggedIn, RendezvousClientConfig
@@ -26,12 +27,9 @@ KINDS: dict[str, NatConfig | None] = {
     "port-restricted-cone": NatConfig.port_restricted_cone(),
     "symmetric": NatConfig.symmetric(),
 }
-# Pairs where no direct path exists without port prediction.
-IMPOSSIBLE = {
-    ("symmetric", "symmetric"),
-    ("symmetric", "port-restricted-cone"),
-    ("port-restricted-cone", "symmetric"),
-}
+# Pairs where no direct path exists: two symmetric NATs with random ports. (A symmetric
+# NAT against a port-restricted cone needs the birthday trick, which the peers use.)
+IMPOSSIBLE = {("symmetric", "symmetric")}
 
 
 WALL_OFFSET = 1_800_000_000.0  # virtual time 0 is this unix time (TURN REST expiries)
@@ -108,6 +106,59 @@ class RelaySocketApp:
         return out
 
 
+class AgentSockets:
+    """A peer agent on its main simulated socket plus, on demand, the extra sockets the
+    birthday trick asks for (tagged destinations), as the asyncio adapter does for real."""
+
+    def __init__(self, agent: PeerAgent, host: Host) -> None:
+        self.agent = agent
+        self.host = host
+        self.extra: dict[int, ExtraSocket] = {}
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        self.agent.receive_datagram(data, source, now)
+
+    def handle_timer(self, now: float) -> None:
+        self.agent.handle_timer(now)
+
+    def get_timer(self) -> float | None:
+        return self.agent.get_timer()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out: list[tuple[bytes, Address]] = []
+        for data, destination in self.agent.datagrams_to_send(now):
+            index, real = split_socket(destination)
+            if index is None:
+                out.append((data, real))
+                continue
+            extra = self.extra.get(index)
+            if extra is None:
+                extra = self.extra[index] = ExtraSocket(self, index)
+                self.host.bind(extra)
+            extra.out.append((data, real))
+        return out
+
+
+class ExtraSocket:
+    def __init__(self, owner: AgentSockets, index: int) -> None:
+        self.owner = owner
+        self.index = index
+        self.out: list[tuple[bytes, Address]] = []
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        self.owner.agent.receive_datagram(data, via_socket(self.index, source), now)
+
+    def handle_timer(self, now: float) -> None:
+        return None
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self.out = self.out, []
+        return out
+
+
 @dataclass
 class SimPeer:
     name: str
@@ -136,7 +187,7 @@ class World:
     def login(self, timeout: float = 10.0) -> bool:
         for peer in (self.a, self.b):
             peer.agent.login(self.net.now)
-            self.net.wake(peer.agent)
+            self.net.wake()
         return self.net.run_until(
             lambda: self.a.has(LoggedIn) and self.b.has(LoggedIn), timeout=timeout
         )
@@ -217,6 +268,6 @@ def build_world(
             known_peers=(known_peers or {}).get(name),
             rng=random.Random(seed + index),
         )
-        host.bind(agent, port)
+        host.bind(AgentSockets(agent, host), port)
         peers.append(SimPeer(name, agent))
     return World(net, server, peers[0], peers[1])

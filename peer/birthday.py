@@ -1,0 +1,94 @@
+"""Birthday-paradox punching for a symmetric NAT (random ports) against a port-restricted
+cone, as Tailscale's "How NAT traversal works" describes.
+
+The hard side (behind the symmetric NAT) sends from many sockets, so its NAT opens many
+random public ports toward the easy side's one mapping; the easy side (endpoint-independent
+mapping, so one public port whatever the destination) sprays probes at random ports of the
+hard side's public IP, each opening its filter for that port. With 256 hard-side ports and
+2048 probes over 64,512 ports, a collision (a probe that is also an open mapping) is all
+but certain: 1 - (1 - 256/64512)^2048 > 99.9%. Counts and rates are bounded and
+configurable; punching stops at the first success like any other.
+
+Sans-I/O: datagrams for the hard side's extra sockets carry a tagged destination (socket
+index in the address), which the I/O adapter turns into "send from extra socket i"; what
+arrives on such a socket comes back tagged the same way, so a session that connects through
+socket i keeps answering through it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import Enum
+
+from stunproto.attributes import Address
+
+SOCKET_TAG = "sock"
+
+
+def via_socket(index: int, address: Address) -> Address:
+    return (f"{SOCKET_TAG}{index}|{address[0]}", address[1])
+
+
+def split_socket(address: Address) -> tuple[int | None, Address]:
+    """(extra socket index or None, the real address)."""
+    host = address[0]
+    if not host.startswith(SOCKET_TAG) or "|" not in host:
+        return None, address
+    index, real = host[len(SOCKET_TAG) :].split("|", 1)
+    return int(index), (real, address[1])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BirthdayConfig:
+    sockets: int = 256  # hard side: extra sockets, each a fresh random mapping
+    probes: int = 2048  # easy side: probes to random ports, in all
+    batch: int = 128  # easy side: probes per punch tick
+    resend_every: int = 5  # hard side: punch ticks between sends from every socket
+    ports: range = field(default_factory=lambda: range(1024, 65536))
+
+
+class BirthdayRole(Enum):
+    NONE = "none"
+    HARD = "hard"  # we are behind the symmetric NAT
+    EASY = "easy"  # we are behind the port-restricted cone
+
+
+def role_for(own_nat: str, other_nat: str) -> BirthdayRole:
+    """Only the pair that plain punching cannot do and the birthday trick can."""
+    if own_nat == "symmetric" and other_nat == "port-restricted-cone":
+        return BirthdayRole.HARD
+    if own_nat == "port-restricted-cone" and other_nat == "symmetric":
+        return BirthdayRole.EASY
+    return BirthdayRole.NONE
+
+
+class Birthday:
+    def __init__(
+        self,
+        config: BirthdayConfig,
+        role: BirthdayRole,
+        other_public: Address,
+        rng: random.Random,
+    ) -> None:
+        self.config = config
+        self.role = role
+        self._target = other_public
+        self._rng = rng
+        self._ticks = 0
+        self.sent = 0  # probes sent so far (easy side)
+
+    def extra(self, packet: bytes) -> list[tuple[bytes, Address]]:
+        """What to send in addition to ordinary punching at this punch tick."""
+        tick, self._ticks = self._ticks, self._ticks + 1
+        config = self.config
+        if self.role is BirthdayRole.HARD:
+            if tick % config.resend_every:
+                return []
+            return [(packet, via_socket(i, self._target)) for i in range(config.sockets)]
+        if self.role is BirthdayRole.EASY and self.sent < config.probes:
+            count = min(config.batch, config.probes - self.sent)
+            self.sent += count
+            ports = self._rng.sample(config.ports, count)
+            return [(packet, (self._target[0], port)) for port in ports]
+        return []
