@@ -259,3 +259,20 @@ def test_birthday_trick_punches_symmetric_against_port_restricted(
     )
     assert world.b.first(MessageReceived) == MessageReceived("alice", b"birthday")
     assert world.a.first(MessageReceived) == MessageReceived("bob", b"paradox")
+
+
+@pytest.mark.parametrize("hard_initiates", [True, False])
+def test_port_prediction_against_a_sequential_symmetric_nat(hard_initiates: bool) -> None:
+    kinds = ("sequential-symmetric", "port-restricted-cone")
+    # A budget of just the predicted ports: success proves the prediction, not luck.
+    prediction_only = SessionConfig(birthday=BirthdayConfig(probes=64))
+    world = build_world(
+        *(kinds if hard_initiates else kinds[::-1]), rtt=0.05, session=prediction_only
+    )
+    assert world.login()
+    world.a.agent.connect("bob", world.net.now)
+    world.net.wake()
+    assert world.net.run_until(lambda: world.a.has(Connected) and world.b.has(Connected), timeout=5)
+    for peer in (world.a, world.b):
+        connected = peer.first(Connected)
+        assert isinstance(connected, Connected) and connected.path is PathKind.DIRECT

@@ -27,6 +27,8 @@ KINDS: dict[str, NatConfig | None] = {
     "port-restricted-cone": NatConfig.port_restricted_cone(),
     "symmetric": NatConfig.symmetric(),
 }
+# A symmetric NAT that allocates ports one after another (port prediction's case).
+SEQUENTIAL_SYMMETRIC = NatConfig.symmetric(port_allocation="sequential")
 # Pairs where no direct path exists: two symmetric NATs with random ports. (A symmetric
 # NAT against a port-restricted cone needs the birthday trick, which the peers use.)
 IMPOSSIBLE = {("symmetric", "symmetric")}
@@ -232,7 +234,7 @@ def build_world(
     shared: Nat | None = None
     peers = []
     for index, (name, kind) in enumerate((("alice", kind_a), ("bob", kind_b)), start=1):
-        config = KINDS[kind]
+        config = SEQUENTIAL_SYMMETRIC if kind == "sequential-symmetric" else KINDS[kind]
         if same_nat and shared is not None:
             nat = shared
         elif config is None:
@@ -258,7 +260,7 @@ def build_world(
                     name=name,
                     public_key=identity.public_key,
                     private_endpoints=((ip, port),),
-                    nat_type=kind,
+                    nat_type="symmetric" if kind == "sequential-symmetric" else kind,
                 ),
                 session=session or SessionConfig(),
                 relay_only=name in relay_only,
