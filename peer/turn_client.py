@@ -22,9 +22,6 @@ permission's, although their refresh periods differ.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import math
 import random
 from collections import deque
@@ -44,14 +41,6 @@ TRANSPORT_UDP = 17
 UNAUTHORIZED, ALLOCATION_MISMATCH, STALE_NONCE = 401, 437, 438
 FAILED_RETRY_DELAY = 30.0  # seconds before send() asks again for a refused permission/channel
 _CHANNEL_HEADER = 4
-
-
-def rest_credentials(secret: bytes, name: str, expiry: int) -> tuple[str, str]:
-    """TURN REST API credentials (coturn's ``--use-auth-secret``): valid until ``expiry``
-    (Unix time) for whoever knows the secret shared between the issuer and the relay."""
-    username = f"{expiry}:{name}"
-    digest = hmac.new(secret, username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(digest).decode("ascii")
 
 
 def is_channel_data(data: bytes) -> bool:

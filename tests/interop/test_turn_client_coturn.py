@@ -33,8 +33,8 @@ from peer.turn_client import (
     TurnClientConfig,
     TurnEvent,
     TurnState,
-    rest_credentials,
 )
+from rendezvous.turn import rest_credentials
 from stunproto import MessageClass, Method, StunMessage, new_transaction_id
 from stunproto.attributes import Address
 from stunproto.client import RetransmitPolicy

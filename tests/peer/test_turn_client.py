@@ -32,8 +32,8 @@ from peer.turn_client import (
     TurnState,
     decode_channel_data,
     encode_channel_data,
-    rest_credentials,
 )
+from rendezvous.turn import rest_credentials
 from stunproto import AttrType, ErrorCode, MessageClass, Method, StunMessage, long_term_key
 from stunproto.attributes import Address
 from stunproto.client import RetransmitPolicy
