@@ -158,9 +158,10 @@ def run_chat(tmp: Path, specs: tuple[NatSpec, NatSpec]) -> list[str]:
                 f"alice ({specs[0].kind}): online as {online['public']}, NAT {online['nat_type']}"
             )
             connected = alice_out.next("connected", timeout=30)
+            note = f" ({connected['note']})" if connected.get("note") else ""
             lines.append(
                 f"alice: connected to bob over the {connected['path']} path "
-                f"({connected['remote']}) in {connected['ms']} ms"
+                f"({connected['remote']}) in {connected['ms']} ms{note}"
             )
             for process, text in ((alice, "hello bob, it's alice"), (bob, "hi alice!")):
                 assert process.stdin is not None
