@@ -58,8 +58,8 @@ from peer.turn_client import (  # noqa: E402
     TurnClient,
     TurnClientConfig,
     encode_channel_data,
-    rest_credentials,
 )
+from rendezvous.turn import rest_credentials  # noqa: E402
 from stunproto.client import RetransmitPolicy  # noqa: E402
 
 HOST, PEER_HOST = "127.0.0.1", "127.0.0.2"
