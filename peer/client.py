@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -406,6 +407,7 @@ class Peer:
 
 def _with_keepalive(session: SessionConfig, keepalive: float) -> SessionConfig:
     if keepalive <= 0:
-        return replace(session, keepalive_interval=None)
+        # No keepalives, so silence proves nothing: no dead-path detection either.
+        return replace(session, keepalive_interval=None, dead_after=math.inf)
     # A path is dead after several keepalives went unanswered, never sooner than 5 s.
     return replace(session, keepalive_interval=keepalive, dead_after=max(5.0, 4 * keepalive))

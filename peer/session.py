@@ -20,7 +20,7 @@ from enum import Enum, StrEnum
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from peer.birthday import Birthday, BirthdayConfig, BirthdayRole, role_for
+from peer.birthday import Birthday, BirthdayConfig, BirthdayRole, role_for, split_socket
 from peer.channel import Channel, ChannelError
 from peer.frames import Ack, Close, Data, FrameError, Keepalive, parse_frame
 from peer.identity import ed25519_to_x25519_public
@@ -178,6 +178,15 @@ class PeerSession:
         self._last_direct_rx = -math.inf  # last packet that came over the direct path
         self._punch_started: float | None = None
         self._learned = 0  # peer-reflexive candidates added from the responder's probes
+        self._probe_answered: dict[Address, float] = {}
+        self._peer_ips = frozenset(
+            address[0]
+            for address in (
+                introduction.public_endpoint,
+                *introduction.private_endpoints,
+                *((introduction.relayed_endpoint,) if introduction.relayed_endpoint else ()),
+            )
+        )
         self._outbox: list[tuple[bytes, Address]] = []
         self._events: deque[SessionEvent] = deque()
         self._channel: Channel | None = None
@@ -235,20 +244,35 @@ class PeerSession:
 
     def _on_probe(self, source: Address, now: float) -> bool:
         # The responder's probe got through, so its NAT now lets us in from where we are:
-        # answer with the handshake at once rather than at our next punch tick (the probe
-        # cadence bounds the rate). A symmetric NAT in front of the responder sends probes
-        # from a port the server never saw: remember it as a candidate too (peer-reflexive,
-        # as in ICE). Harmless: only the vouched-for key can answer our handshake.
+        # answer with the handshake at once rather than at our next punch tick. A symmetric
+        # NAT in front of the responder sends probes from a port the server never saw:
+        # remember it as a candidate too (peer-reflexive, as in ICE). Probes carry nothing,
+        # so anyone can send one: only probes from the peer's own IPs count, each source is
+        # answered at most once per punch interval, and no more than a few ports are learnt.
+        if not self._known_ip(source):
+            return False
         if source not in self.candidates:
             if self._learned >= MAX_LEARNED_CANDIDATES:
                 return False
             self._learned += 1
             self.candidates = (*self.candidates, source)
-        assert self._message1 is not None
-        self._outbox.append((self._message1, source))
+        last = self._probe_answered.get(source)
+        if last is None or now >= last + self.config.punch_interval:
+            self._probe_answered[source] = now
+            assert self._message1 is not None
+            self._outbox.append((self._message1, source))
         if self.state is SessionState.WAITING:
             self._punch_at = now  # the responder has started: so do we, now
         return True
+
+    def _known_ip(self, source: Address) -> bool:
+        """Does ``source`` belong to the peer (its public or private IPs, or our relay)? An
+        unauthenticated packet from anywhere else gets nothing from us."""
+        address, relayed = untagged(source)
+        if relayed:
+            return True  # through our own allocation, which permits only the peer's IPs
+        ip = split_socket(address)[1][0]
+        return ip in self._peer_ips
 
     def handle_timer(self, now: float) -> None:
         if self.state is SessionState.CLOSED:
@@ -275,7 +299,7 @@ class PeerSession:
         timers: list[float] = []
         if self._punch_at is not None:
             timers.append(self._punch_at)
-        if self._channel is not None:
+        if self._channel is not None and self.config.dead_after != math.inf:
             timers.append(self._last_received + self.config.dead_after)
         if self.state is SessionState.CONNECTED:
             if self._keepalive_gap != math.inf:
@@ -353,6 +377,8 @@ class PeerSession:
         return config.punch_interval if fast else config.punch_slow_interval
 
     def _on_init(self, data: bytes, source: Address, now: float) -> bool:
+        if not self._known_ip(source):
+            return False  # a replayed handshake from elsewhere gets no answer at all
         if self._message2 is not None:
             if data == self._init_seen:
                 # The initiator did not get our answer yet (or it was lost): answer again.
@@ -394,13 +420,13 @@ class PeerSession:
     def _on_repeated_response(self, data: bytes, source: Address, now: float) -> bool:
         if data != self._message2:
             return False
-        # The responder has not seen our confirmation yet: confirm again, over this path.
-        if self.path is not None and _RANK[self._kind(source)] < _RANK[self.path]:
-            # A better path answered too (the LAN; or direct while on the relay): take it.
-            self._switch(source, now)
-            if self.path is not PathKind.RELAY:
-                self._punch_at = None
-        self._transmit(Keepalive().encode(), now)
+        if not self._known_ip(source):
+            return False
+        # The responder has not seen our confirmation yet, or answered over another path
+        # too: confirm over that path. This never moves our path by itself (a message 2 can
+        # be replayed): an authenticated packet back over it does, in _roam.
+        assert self._channel is not None
+        self._outbox.append((self._channel.seal(Keepalive().encode()), source))
         return True
 
     # ------------------------------------------------------------------ transport
@@ -455,6 +481,10 @@ class PeerSession:
     def _switch(self, remote: Address, now: float) -> None:
         self._set_remote(remote)
         self._direct_seen = None
+        if self.path is not PathKind.RELAY:
+            self._last_direct_rx = now  # just proven: the relay must not pull us back at once
+            if self._message1 is not None and self.state is SessionState.CONNECTED:
+                self._punch_at = None  # the direct path is found: stop punching
         self._stream.expedite(now)  # what the old path may have swallowed goes out now
         assert self.path is not None
         if self.path is PathKind.RELAY and self._direct_remote is not None:

@@ -17,6 +17,7 @@ import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from peer.identity import ed25519_to_x25519_public
 from rendezvous.protocol import (
     RV_METHODS,
     ErrorCodes,
@@ -39,7 +40,9 @@ from stunproto.message import new_transaction_id
 log = structlog.get_logger()
 
 MAX_NAME_BYTES = 64
+MAX_TEXT_BYTES = 32  # NAT-TYPE, OUTCOME: short words; anything longer would amplify
 MAX_PRIVATE_ENDPOINTS = 8
+MAX_RTT = 5.0  # seconds: a claimed round trip beyond this only delays the other side
 SWEEP_INTERVAL = 5.0
 ANSWER_CACHE_TIME = 40.0  # RFC 8489's Ti: how long a client may retransmit
 _NOT_IDEMPOTENT = frozenset({RvMethod.LOGIN, RvMethod.CONNECT})
@@ -133,6 +136,8 @@ class RendezvousService:
             return None
         if message.legacy:
             return None
+        if message.message_class is MessageClass.INDICATION and message.method != RvMethod.REPORT:
+            return None  # LOGIN, REFRESH and CONNECT are requests only
         handler = self._handlers.get(message.method)
         if handler is None:
             return None
@@ -201,7 +206,16 @@ class RendezvousService:
         if challenge in self._used_challenges:
             log.warning("login_replay", name=name, source=_text(source))
             return self._error(message, ErrorCodes.STALE, "challenge already used")
+        if not _only_fingerprint_after_signature(message):
+            # Unsigned additions (an on-path attacker appending endpoints or an RTT).
+            return self._error(message, ErrorCodes.BAD_REQUEST, "attributes after SIGNATURE")
+        nat_type = message.get(RvAttr.NAT_TYPE, "unknown")
+        if not isinstance(nat_type, str) or len(nat_type.encode()) > MAX_TEXT_BYTES:
+            return self._error(message, ErrorCodes.BAD_REQUEST, "NAT-TYPE too long")
         try:
+            # Small-order and non-canonical keys verify forged signatures in some libraries
+            # and have no X25519 form for the peers' handshake: refuse them outright.
+            ed25519_to_x25519_public(key)
             Ed25519PublicKey.from_public_bytes(key).verify(
                 message.get(RvAttr.SIGNATURE) or b"", signature_input(message.raw)
             )
@@ -217,13 +231,13 @@ class RendezvousService:
                 return self._error(message, ErrorCodes.TRY_LATER, "server full")
         private = tuple(all_values(message, RvAttr.PRIVATE_ENDPOINT))[:MAX_PRIVATE_ENDPOINTS]
         session_key = self._random(16)
-        rtt = message.get(RvAttr.RTT, 0) / 1_000_000
+        rtt = min(message.get(RvAttr.RTT, 0) / 1_000_000, MAX_RTT)
         self._peers[name] = Registration(
             name=name,
             public_key=key,
             endpoint=source,
             private_endpoints=private,  # type: ignore[arg-type]
-            nat_type=str(message.get(RvAttr.NAT_TYPE, "unknown")),
+            nat_type=nat_type,
             session_key=session_key,
             rtt=rtt,
             expires=now + self.config.registration_lifetime,
@@ -269,10 +283,12 @@ class RendezvousService:
         peer = self._authenticate(message, now)
         if peer is None:
             return self._error(message, ErrorCodes.UNAUTHORIZED, "log in again")
-        peer.endpoint = source
+        # The endpoint moves only with a LOGIN (its challenge proves the new address): a
+        # REFRESH can be replayed or spoofed from anywhere. The answer shows the peer the
+        # address we see, so a peer whose mapping changed logs in again.
         peer.expires = now + self.config.registration_lifetime
         if RvAttr.RTT in message:
-            peer.rtt = message.get(RvAttr.RTT) / 1_000_000
+            peer.rtt = min(message.get(RvAttr.RTT) / 1_000_000, MAX_RTT)
         if RvAttr.RELAYED_ENDPOINT in message:
             peer.relayed = message.get(RvAttr.RELAYED_ENDPOINT)
         reply = message.reply(
@@ -286,15 +302,16 @@ class RendezvousService:
         caller = self._authenticate(message, now)
         if caller is None:
             return self._error(message, ErrorCodes.UNAUTHORIZED, "log in again")
-        caller.endpoint = source
         target_name = message.get(RvAttr.PEER_NAME)
-        target = self.online(target_name, now) if isinstance(target_name, str) else None
+        if not isinstance(target_name, str) or len(target_name.encode()) > MAX_NAME_BYTES:
+            return self._error(message, ErrorCodes.BAD_REQUEST, "bad peer name")
+        target = self.online(target_name, now)
         if target is None or target is caller:
             log.info("exchange_refused", source=caller.name, target=target_name)
             return self._error(
                 message,
                 ErrorCodes.NOT_FOUND,
-                f"peer {target_name!r} is unknown or offline",
+                "that peer is unknown or offline",
                 key=caller.session_key,
             )
         token = self._random(16)
@@ -324,7 +341,8 @@ class RendezvousService:
 
     def _report(self, message: StunMessage, source: Address, now: float) -> bytes | None:
         peer = self._authenticate(message, now)
-        if peer is not None:
+        outcome = message.get(RvAttr.OUTCOME)
+        if peer is not None and isinstance(outcome, str) and len(outcome) <= MAX_TEXT_BYTES:
             log.info(
                 "punch_outcome",
                 name=peer.name,
@@ -376,3 +394,11 @@ def _introduce(peer: Registration, role: Role, token: bytes, delay: float) -> In
 
 def _text(address: Address) -> str:
     return f"{address[0]}:{address[1]}"
+
+
+def _only_fingerprint_after_signature(message: StunMessage) -> bool:
+    kinds = [kind for kind, _ in message.attributes]
+    if RvAttr.SIGNATURE not in kinds:
+        return True  # the signature check itself refuses it
+    after = kinds[kinds.index(RvAttr.SIGNATURE) + 1 :]
+    return all(kind == AttrType.FINGERPRINT for kind in after)

@@ -67,7 +67,7 @@ def test_unknown_peer_is_a_clear_error() -> None:
     assert world.net.run_until(lambda: world.a.has(ConnectFailed), timeout=5)
     failed = world.a.first(ConnectFailed)
     assert isinstance(failed, ConnectFailed)
-    assert failed.code == 404 and "carol" in failed.reason
+    assert failed.code == 404 and "unknown or offline" in failed.reason
 
 
 def test_same_nat_uses_the_lan() -> None:
