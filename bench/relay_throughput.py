@@ -352,6 +352,7 @@ def build_relays(args: argparse.Namespace, tmp: Path) -> list[Relay]:
             py, "-m", "rendezvous", "--listen", f"{HOST}:{port}", "--db", ":memory:",
             "--rate", "1e9", "--burst", "1e9",  # per-source STUN limit: not what we measure
             "--turn-secret", SECRET, "--turn-realm", REALM, "--turn-relay-ip", HOST,
+            "--turn-allow-private-peers",
             "--turn-ports", f"{low}-{low + RELAY_PORTS - 1}",
             "--turn-bandwidth", "1e12",  # the 1 MB/s per-allocation default would cap us
             *extra,

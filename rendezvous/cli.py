@@ -19,7 +19,7 @@ from rendezvous.registry import NameRegistry
 from rendezvous.server import RendezvousServer
 from rendezvous.service import RendezvousConfig
 from rendezvous.stun_service import StunServiceConfig
-from rendezvous.turn import TurnConfig
+from rendezvous.turn import DEFAULT_DENIED_PEERS, TurnConfig
 from stunproto.attributes import Address
 from stunproto.cli_logging import configure_logging
 
@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="relay bandwidth per allocation (default %(default)s)",
     )
     relay.add_argument(
+        "--turn-allow-private-peers",
+        action="store_true",
+        help="relay to loopback and private networks too (refused by default, so that "
+        "strangers cannot reach services behind the relay; for tests and benchmarks)",
+    )
+    relay.add_argument(
         "--turn-max-allocations",
         type=int,
         default=1000,
@@ -224,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 relay_ports=range(low, high + 1),
                 bandwidth=args.turn_bandwidth,
                 max_allocations=args.turn_max_allocations,
+                denied_peers=() if args.turn_allow_private_peers else DEFAULT_DENIED_PEERS,
             )
         except ValueError as exc:
             print(f"rendezvous: bad relay settings: {exc}", file=sys.stderr)
@@ -239,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         registration_lifetime=args.registration_lifetime,
         max_peers=args.max_peers,
         turn_secret=secret,
-        turn_server=args.turn_server,
+        # Peers must be told a concrete relay address, never 0.0.0.0.
+        turn_server=args.turn_server
+        or ((turn.relay_ip, args.listen[1]) if turn is not None else None),
     )
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.no_uvloop)) as runner:

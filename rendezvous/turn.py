@@ -107,6 +107,21 @@ def rest_credentials(secret: bytes, name: str, expires: int) -> tuple[str, str]:
     return username, rest_password(secret, username)
 
 
+DEFAULT_DENIED_PEERS = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "255.255.255.255/32",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnConfig:
     realm: str
@@ -122,7 +137,11 @@ class TurnConfig:
     bandwidth: float = 1_000_000.0  # bytes/s relayed per allocation, both ways together
     bandwidth_burst: float | None = None  # bucket size; default max(bandwidth, 64 KiB)
     nonce_lifetime: float = 600.0
-    denied_peers: tuple[str, ...] = ()  # networks (CIDR) no permission may be installed for
+    # Networks (CIDR) no permission may be installed for: by default the host's own and
+    # private networks, so that a stranger with credentials cannot reach services behind
+    # the relay (coturn's no-loopback-peers and denied-peer-ip). Tests on loopback and
+    # benchmarks pass their own list.
+    denied_peers: tuple[str, ...] = DEFAULT_DENIED_PEERS
     rate_limit: RateLimit = field(default_factory=RateLimit)  # STUN requests per source IP
     max_cached_answers: int = 10_000
     software: str | None = None
@@ -639,7 +658,9 @@ class TurnServer:
         ip = ipaddress.ip_address(peer[0])
         if ip.version != self._family:
             return self._error(message, 443, "Peer Address Family Mismatch", key=key)
-        if ip.is_multicast or ip.is_unspecified or any(ip in net for net in self._denied):
+        # ::ffff:10.0.0.5 is 10.0.0.5: judge the IPv4 address it maps.
+        judged = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+        if judged.is_multicast or judged.is_unspecified or any(judged in n for n in self._denied):
             return self._error(message, 403, "Forbidden", key=key)
         return None
 

@@ -117,6 +117,7 @@ async def test_uclient_relays_through_our_server(
         shared_secret=SECRET.encode(),
         relay_ip=SERVER_IP,
         relay_ports=range(first, first + 400),
+        denied_peers=(),  # the echo peer is on loopback
     )
     messages = 25
     async with TurnRelay(config, listen=(SERVER_IP, 0)) as relay:

@@ -68,7 +68,12 @@ async def serving(
     *, relay: bool = False, tcp: TcpConfig | None = None
 ) -> AsyncIterator[tuple[RendezvousServer, Address]]:
     address = (HOST, free_port())
-    turn = TurnConfig(realm=REALM, shared_secret=SECRET, relay_ip=HOST) if relay else None
+    # The echo peer is on loopback, which the relay refuses by default.
+    turn = (
+        TurnConfig(realm=REALM, shared_secret=SECRET, relay_ip=HOST, denied_peers=())
+        if relay
+        else None
+    )
     server = RendezvousServer(StunServiceConfig(primary=address), turn=turn, tcp=tcp or TcpConfig())
     await asyncio.wait_for(server.start(), TIMEOUT)
     try:

@@ -566,7 +566,11 @@ def test_malformed_input_is_ignored_or_answered_never_raises(
 
 async def test_turn_relay_on_loopback_relays_through_a_real_socket() -> None:
     config = TurnConfig(
-        realm=REALM, shared_secret=SECRET, relay_ip="127.0.0.1", relay_ports=range(20000, 60000)
+        realm=REALM,
+        shared_secret=SECRET,
+        relay_ip="127.0.0.1",
+        relay_ports=range(20000, 60000),
+        denied_peers=(),  # the peer socket is on loopback
     )
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", 0))
@@ -657,3 +661,11 @@ def test_never_relays_into_the_servers_own_non_relay_ports() -> None:
     assert client.indication(LOCAL, b"loop") == []  # the TURN/rendezvous port itself
     other_relay = (RELAY_IP, 50009)  # another client's relayed address is a fine peer
     assert client.indication(other_relay, b"hi") == [Send(b"hi", relay, other_relay)]
+
+
+def test_private_and_loopback_peers_are_refused_by_default() -> None:
+    # A stranger with credentials must not reach services behind the relay.
+    client, _ = _allocated(_server())
+    for ip in ("127.0.0.1", "10.0.0.5", "192.168.1.1", "169.254.169.254", "172.16.0.9"):
+        assert _code(_permit(client, (ip, 53))) == 403, ip
+    assert _code(_permit(client, ("198.51.100.20", 53))) is None
