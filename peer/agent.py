@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from peer.identity import IdentityError
 from peer.known_peers import KeyChanged, KnownPeers, Verdict
 from peer.rendezvous_client import (
     ConnectFailed,
@@ -208,8 +209,12 @@ class PeerAgent:
             verdict = self._known.check(intro.name, intro.public_key)
             if verdict is Verdict.CHANGED:
                 # Loud refusal (SSH-style): the rendezvous vouches for a different key than
-                # the one we pinned for this name.
+                # the one we pinned for this name. A live session to that name ends too.
                 error = KeyChanged(intro.name, self._known.pinned(intro.name), intro.public_key)
+                live = self.sessions.get(intro.name)
+                if live is not None:
+                    live.close(now, "key changed")
+                    self._collect(live, now)
                 self._events.append(SessionClosed(intro.name, str(error)))
                 return
             if verdict is Verdict.NEW:
@@ -221,14 +226,21 @@ class PeerAgent:
         if self.turn is not None and self.turn.relayed is not None:
             # Let the other side's packets in through our relay (permissions are per IP).
             self.turn.create_permission(intro.public_endpoint[0], now)
-        session = PeerSession(
-            intro,
-            self._static,
-            event.received_at,
-            config=self.config.session,
-            rng=self._rng,
-            own_nat_type=self.config.rendezvous.nat_type,
-        )
+        try:
+            session = PeerSession(
+                intro,
+                self._static,
+                event.received_at,
+                config=self.config.session,
+                rng=self._rng,
+                # A relay-only peer sends everything through its allocation: no birthday
+                # trick (its extra sockets could not reach anyone).
+                own_nat_type="relay-only"
+                if self.config.relay_only
+                else self.config.rendezvous.nat_type,
+            )
+        except IdentityError:
+            return  # a key with no X25519 form (the server refuses those; be safe anyway)
         self.sessions[intro.name] = session
         self._events.append(event)
 

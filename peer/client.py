@@ -124,7 +124,8 @@ class Peer:
         self.name = name
         self.config = config or PeerConfig()
         self._known = KnownPeers(known_peers) if isinstance(known_peers, Path) else known_peers
-        self.events: asyncio.Queue[AgentEvent] = asyncio.Queue()  # everything, for observers
+        # Everything that happens, for observers; bounded, the oldest dropped when full.
+        self.events: asyncio.Queue[AgentEvent] = asyncio.Queue(maxsize=1024)
         self.nat_type = "unknown"
         self.binding_lifetime: float | None = None
         self.public_endpoint: Address | None = None
@@ -145,7 +146,11 @@ class Peer:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Peer:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()  # the socket, a TCP connection, timers: nothing leaks
+            raise
         return self
 
     async def __aexit__(
@@ -304,6 +309,9 @@ class Peer:
         while (session := self._agent.sessions.get(name)) is not None and session.pending:
             self._progress.clear()
             await self._progress.wait()
+        if session is None and name not in self._connections:
+            # Closed before everything was acknowledged: say so rather than pretend.
+            raise PeerError(f"the connection closed before {name} acknowledged everything")
 
     def _datagram(self, data: bytes, source: Address) -> None:
         assert self._agent is not None
@@ -337,10 +345,19 @@ class Peer:
         opened on first use, each a fresh mapping at a symmetric NAT."""
         sock = self._extra.get(index)
         if sock is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            sock.bind(("0.0.0.0", 0))
-            asyncio.get_running_loop().add_reader(sock.fileno(), self._read_extra, index, sock)
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError:
+                return  # out of descriptors: fewer sockets, smaller odds, nothing worse
+            try:
+                sock.setblocking(False)
+                sock.bind(("0.0.0.0", 0))
+                asyncio.get_running_loop().add_reader(
+                    sock.fileno(), self._read_extra, index, sock
+                )
+            except OSError:
+                sock.close()
+                return
             self._extra[index] = sock
         # A full buffer or an ICMP error: punching is lossy by nature.
         with contextlib.suppress(OSError):
@@ -358,6 +375,8 @@ class Peer:
         self._pump()
 
     def _dispatch(self, event: AgentEvent) -> None:
+        if self.events.full():
+            self.events.get_nowait()
         self.events.put_nowait(event)
         if isinstance(event, LoggedIn):
             self.public_endpoint = event.public_endpoint
@@ -393,7 +412,11 @@ class Peer:
             if moved is not None:
                 moved.path, moved.remote = event.path, event.remote
         elif isinstance(event, SessionClosed):
-            self._fail(event.peer, event.reason)
+            assert self._agent is not None
+            if event.peer not in self._agent.sessions:
+                # Not when a newer session replaced this one (both sides connecting at once,
+                # or a reconnect): the caller waits for that one.
+                self._fail(event.peer, event.reason)
             ended = self._connections.pop(event.peer, None)
             if ended is not None:
                 ended.closed = event.reason

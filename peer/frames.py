@@ -42,7 +42,8 @@ class Close:
     reason: str = ""
 
     def encode(self) -> bytes:
-        return bytes([_CLOSE]) + self.reason.encode()[:200]
+        # Cut at a character boundary: a split UTF-8 sequence would not parse.
+        return bytes([_CLOSE]) + self.reason[:200].encode()[:800]
 
 
 Frame = Data | Ack | Keepalive | Close
@@ -60,8 +61,5 @@ def parse_frame(data: bytes) -> Frame:
     if kind == _KEEPALIVE:
         return Keepalive()
     if kind == _CLOSE:
-        try:
-            return Close(data[1:].decode())
-        except UnicodeDecodeError as exc:
-            raise FrameError("close reason is not UTF-8") from exc
+        return Close(data[1:].decode(errors="replace"))
     raise FrameError(f"unknown frame type {kind}")

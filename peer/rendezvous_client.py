@@ -91,6 +91,7 @@ class RendezvousClient:
         self._refresh_interval = 20.0
         self._seen_introductions: set[bytes] = set()
         self.relayed: Address | None = None  # our relay allocation, told to the server
+        self._restarts = 0  # logins restarted after a stale challenge
 
     # ------------------------------------------------------------------ commands
 
@@ -230,12 +231,21 @@ class RendezvousClient:
             self.state = LoginState.SIGNING
             self._send_signed_login(challenge, now)
         elif kind == "login-signed":
-            if error is not None:
+            if error is not None and error.code == ErrorCodes.STALE and self._restarts < 3:
+                # The challenge expired or our retransmission lost the cached answer: start
+                # over with a fresh challenge rather than giving up.
+                self._restarts += 1
+                self.login(now)
+                return
+            session_key = response.get(RvAttr.SESSION_KEY)
+            mapped = response.get(AttrType.XOR_MAPPED_ADDRESS)
+            if error is not None or not isinstance(session_key, bytes) or mapped is None:
                 self._fail_login(error)
                 return
-            self.session_key = response.get(RvAttr.SESSION_KEY)
-            self.public_endpoint = response.get(AttrType.XOR_MAPPED_ADDRESS)
-            lifetime = float(response.get(AttrType.LIFETIME, 60))
+            self._restarts = 0
+            self.session_key = session_key
+            self.public_endpoint = mapped
+            lifetime = max(float(response.get(AttrType.LIFETIME, 60)), 10.0)
             self._refresh_interval = self.config.refresh_interval or lifetime / 3
             self._refresh_at = now + self._refresh_interval
             self.state = LoginState.LOGGED_IN
@@ -252,7 +262,12 @@ class RendezvousClient:
                 self.state = LoginState.FAILED
                 self._events.append(LoginFailed("registration lost; log in again", None))
                 return
-            self.public_endpoint = response.get(AttrType.XOR_MAPPED_ADDRESS, self.public_endpoint)
+            mapped = response.get(AttrType.XOR_MAPPED_ADDRESS, self.public_endpoint)
+            if mapped != self.public_endpoint:
+                # Our NAT gave us a new mapping. The server moves a registration only on a
+                # login (whose challenge proves the address), so log in again from here.
+                self.login(now)
+                return
             self._refresh_at = now + self._refresh_interval
         elif kind == "connect":
             if error is not None:
