@@ -261,3 +261,36 @@ def test_a_retransmitted_connect_does_not_introduce_twice() -> None:
     assert first is not None and again is not None and first.data == again.data
     introductions = service.datagrams_to_send(wire.now + 0.5)
     assert len(introductions) == 1  # one PEER request to Bob, not two
+
+
+def test_a_small_order_key_cannot_log_in() -> None:
+    # The identity point: some libraries accept a forged signature for it.
+    service = make_service()
+    wire = Wire(service)
+    client = RendezvousClient(
+        RendezvousClientConfig(server=SERVER, name="nobody", public_key=bytes([1]) + bytes(31)),
+        lambda data: bytes(64),
+    )
+    wire.clients[ALICE_AT] = client
+    client.login(0.0)
+    wire.run()
+    assert any(isinstance(e, LoginFailed) for e in events(client))
+    assert service.online("nobody", 0.0) is None
+
+
+def test_a_login_with_an_appended_attribute_is_refused() -> None:
+    service = make_service()
+    wire = Wire(service)
+    logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    (signed,) = [d for d, _ in wire.captured if StunMessage.parse(d).get(RvAttr.SIGNATURE)]
+    message = StunMessage.parse(signed)
+    # An on-path attacker appends an endpoint of its choosing after the signature.
+    tampered = StunMessage(
+        message.method,
+        message.message_class,
+        new_transaction_id(),
+        (*message.attributes, (RvAttr.PRIVATE_ENDPOINT, ("192.0.2.66", 53))),
+    )
+    reply = service.handle(tampered.encode(fingerprint=True), ALICE_AT, SERVER, wire.now)
+    assert reply is not None
+    assert StunMessage.parse(reply.data).message_class is MessageClass.ERROR
