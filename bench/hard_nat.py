@@ -20,24 +20,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from natlab import Lab, NatKind, NatSpec
-from natlab.services import chat_process, rendezvous_process
+from natlab.services import chat_args, chat_process, rendezvous_process
 from stunproto.cli_logging import configure_logging
 
 SERVER, ALT = "203.0.113.10", "203.0.113.11"
 
 
 def args_for(tmp: Path, name: str, *extra: str) -> list[str]:
-    return [
-        "--server",
-        SERVER,
-        "--name",
-        name,
-        "--identity",
-        str(tmp / f"{name}.pem"),
-        "--known-peers",
-        str(tmp / f"{name}.known"),
-        *extra,
-    ]
+    return chat_args(SERVER, tmp, name, *extra)
 
 
 def attempt(lab: Lab, tmp: Path, initiator: str, responder: str) -> tuple[str, float]:

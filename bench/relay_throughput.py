@@ -50,6 +50,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from benchlib import (  # noqa: E402
+    HOST,
+    build_c,
+    cpu_seconds,
+    free_port,
+    pin,
+    start_server,
+    stop_process,
+)
+
 from peer.turn_client import (  # noqa: E402
     Allocated,
     AllocationFailed,
@@ -62,10 +72,9 @@ from peer.turn_client import (  # noqa: E402
 from rendezvous.turn import rest_credentials  # noqa: E402
 from stunproto.client import RetransmitPolicy  # noqa: E402
 
-HOST, PEER_HOST = "127.0.0.1", "127.0.0.2"
+PEER_HOST = "127.0.0.2"
 SECRET = "relay bench secret"
 REALM = "relaybench"
-MAGIC = bytes.fromhex("2112a442")
 RELAY_PORTS = 16  # relay port range per server (the bench needs one allocation each)
 SOCK_BUF = 4 << 20
 
@@ -92,30 +101,6 @@ class Relay:
 # ---------------------------------------------------------------------- ports and processes
 
 
-def free_port() -> int:
-    """A port free for UDP and TCP on HOST, with port + 1 free too (coturn's alt port)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((HOST, 0))
-            port = int(probe.getsockname()[1])
-        if port >= 65535:
-            continue
-        held: list[socket.socket] = []
-        try:
-            for p in (port, port + 1):
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    s = socket.socket(socket.AF_INET, kind)
-                    held.append(s)
-                    s.bind((HOST, p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no free port pair found")
-
-
 def free_range(span: int, taken: set[int]) -> int:
     """First port of a UDP range of ``span`` ports free on HOST (bind-tested, then released),
     outside the ephemeral range that free_port draws from and away from ``taken``."""
@@ -140,68 +125,11 @@ def free_range(span: int, taken: set[int]) -> int:
     raise RuntimeError("no free relay port range found")
 
 
-def stun_ping(port: int, timeout: float = 0.2) -> bool:
-    """One Binding request; True when a Binding success with our transaction id comes back."""
-    tid = os.urandom(12)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        try:
-            s.sendto(b"\x00\x01\x00\x00" + MAGIC + tid, (HOST, port))
-            data = s.recv(2048)
-        except OSError:  # timeout or ICMP port unreachable (not bound yet)
-            return False
-    return len(data) >= 20 and data[:2] == b"\x01\x01" and data[8:20] == tid
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all threads), from /proc; 0 where there is no /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pin(cpu: int | None) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if cpu is not None else []
-
-
-def start(relay: Relay, cpu: int | None, log_dir: Path, deadline_s: float = 15.0) -> None:
-    assert relay.argv is not None
-    log = (log_dir / f"{relay.name}.log").open("wb")
-    relay.proc = subprocess.Popen(
-        pin(cpu) + relay.argv,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-        start_new_session=True,  # own process group: we kill exactly what we started
-    )
-    log.close()
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if relay.proc.poll() is not None:
-            raise RuntimeError(f"{relay.name} exited with {relay.proc.returncode} at startup")
-        if stun_ping(relay.port):
-            return
-    raise RuntimeError(f"{relay.name} did not answer STUN within {deadline_s:.0f} s")
-
-
 def stop(relay: Relay) -> None:
     for sock in (relay.client, relay.peer):
         if sock is not None:
             sock.close()
-    proc = relay.proc
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-    except ProcessLookupError:
-        pass
+    stop_process(relay.proc)
 
 
 # ---------------------------------------------------------------------- TURN setup
@@ -331,15 +259,6 @@ def run_load(
     stats = {k: float(v) for k, v in (item.split("=", 1) for item in out.stdout.split())}
     stats["cpu"] = (cpu_seconds(pid) - before) / (time.monotonic() - t0) if pid else 0.0
     return stats
-
-
-def build_loadgen(tmp: Path) -> Path:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        sys.exit("relay_throughput: needs gcc (or cc) to build bench/relayload.c")
-    exe = tmp / "relayload"
-    subprocess.run([gcc, "-O2", "-Wall", "-o", str(exe), str(HERE / "relayload.c")], check=True)
-    return exe
 
 
 def build_relays(args: argparse.Namespace, tmp: Path) -> list[Relay]:
@@ -505,7 +424,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="relaybench-") as tmp_name:
         tmp = Path(tmp_name)
-        loadgen = build_loadgen(tmp)
+        loadgen = build_c("relayload", tmp)
         relays = build_relays(args, tmp)
         if args.only:
             wanted = set(args.only.split(","))
@@ -514,7 +433,7 @@ def main() -> int:
             for relay in relays:
                 relay.client, relay.peer = udp_socket(HOST), udp_socket(PEER_HOST)
                 if relay.argv is not None:
-                    start(relay, server_cpu, tmp)
+                    relay.proc = start_server(relay.name, relay.argv, relay.port, server_cpu, tmp)
                     setup_channel(relay)
                     print(
                         f"started {relay.name} on {HOST}:{relay.port}, relayed "

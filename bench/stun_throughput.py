@@ -25,7 +25,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,10 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-HOST = "127.0.0.1"
-MAGIC = bytes.fromhex("2112a442")
+from benchlib import HOST, build_c, cpu_seconds, free_port, pin, start_server, stop_process
 
 # A bare responder: what a Python asyncio server costs with (almost) no per-datagram logic.
 BARE_RESPONDER = r"""
@@ -77,95 +73,6 @@ class Server:
     cpu: list[float] = field(default_factory=list)
 
 
-def free_port() -> int:
-    """A port free for UDP and TCP on HOST, with port + 1 free too (coturn's alt port)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind((HOST, 0))
-            port = int(probe.getsockname()[1])
-        if port >= 65535:
-            continue
-        try:
-            held = []
-            for p in (port, port + 1):
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    s = socket.socket(socket.AF_INET, kind)
-                    held.append(s)
-                    s.bind((HOST, p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no free port pair found")
-
-
-def stun_ping(port: int, timeout: float = 0.2) -> bool:
-    """One Binding request; True when a Binding success with our transaction id comes back."""
-    tid = os.urandom(12)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        try:
-            s.sendto(b"\x00\x01\x00\x00" + MAGIC + tid, (HOST, port))
-            data = s.recv(2048)
-        except OSError:  # timeout or ICMP port unreachable (not bound yet)
-            return False
-    return len(data) >= 20 and data[:2] == b"\x01\x01" and data[8:20] == tid
-
-
-def wait_ready(server: Server, deadline_s: float = 15.0) -> None:
-    assert server.proc is not None
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.proc.returncode} at startup")
-        if stun_ping(server.port):
-            return
-    raise RuntimeError(f"{server.name} did not answer STUN within {deadline_s:.0f} s")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all threads), from /proc; 0 where there is no /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pin(cpu: int | None) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if cpu is not None else []
-
-
-def start(server: Server, cpu: int | None, log_dir: Path) -> None:
-    log = (log_dir / f"{server.name}.log").open("wb")
-    server.proc = subprocess.Popen(
-        pin(cpu) + server.argv,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-        start_new_session=True,  # own process group: we kill exactly what we started
-    )
-    log.close()
-    wait_ready(server)
-
-
-def stop(server: Server) -> None:
-    proc = server.proc
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-    except ProcessLookupError:
-        pass
-
-
 def run_load(
     loadgen: Path, server: Server, args: argparse.Namespace, cpu: int | None
 ) -> tuple[float, float, float]:
@@ -191,15 +98,6 @@ def run_load(
         raise RuntimeError(f"stunload failed ({out.returncode}): {out.stderr.strip()}")
     stats = dict(item.split("=", 1) for item in out.stdout.split())
     return float(stats["responses_per_s"]), float(stats["loss"]), share
-
-
-def build_loadgen(tmp: Path) -> Path:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        sys.exit("stun_throughput: needs gcc (or cc) to build bench/stunload.c")
-    exe = tmp / "stunload"
-    subprocess.run([gcc, "-O2", "-Wall", "-o", str(exe), str(HERE / "stunload.c")], check=True)
-    return exe
 
 
 def build_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
@@ -261,14 +159,14 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="stunbench-") as tmp_name:
         tmp = Path(tmp_name)
-        loadgen = build_loadgen(tmp)
+        loadgen = build_c("stunload", tmp)
         servers = build_servers(args, tmp)
         if args.only:
             wanted = set(args.only.split(","))
             servers = [s for s in servers if s.name in wanted]
         try:
             for server in servers:
-                start(server, server_cpu, tmp)
+                server.proc = start_server(server.name, server.argv, server.port, server_cpu, tmp)
                 print(f"started {server.name} on {HOST}:{server.port}", file=sys.stderr)
             warm = argparse.Namespace(**{**vars(args), "duration": args.warmup})
             for server in servers:
@@ -292,7 +190,7 @@ def main() -> int:
             raise
         finally:
             for server in servers:
-                stop(server)
+                stop_process(server.proc)
 
     pinning = "unpinned"
     if server_cpu is not None:

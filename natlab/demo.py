@@ -16,7 +16,7 @@ from typing import Any
 
 from natlab.lab import SERVER_IPS, Lab
 from natlab.netns import Node
-from natlab.services import chat_process, rendezvous_process
+from natlab.services import chat_args, chat_process, rendezvous_process
 from natlab.spec import NatKind, NatSpec
 
 # Every kind once: two hosts per lab, three labs.
@@ -118,17 +118,7 @@ def run_chat(tmp: Path, specs: tuple[NatSpec, NatSpec]) -> list[str]:
     lines: list[str] = [f"-- a chat between a {specs[0].kind} and a {specs[1].kind} NAT"]
 
     def args(name: str, *extra: str) -> list[str]:
-        return [
-            "--server",
-            SERVER_IPS[0],
-            "--name",
-            name,
-            "--identity",
-            str(tmp / f"{name}.pem"),
-            "--known-peers",
-            str(tmp / f"{name}.known"),
-            *extra,
-        ]
+        return chat_args(SERVER_IPS[0], tmp, name, *extra)
 
     with (
         Lab.two_nats(a=specs[0], b=specs[1]) as lab,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 
 def wait_for_line(
@@ -72,18 +73,11 @@ def rendezvous_process(
     )
     try:
         wait_for_line(process, is_listening, timeout)
-        # Keep draining nothing: logs after start-up are small (one line per error at most
-        # at info level), so the pipe cannot fill during a test.
+        # Nobody reads stderr after start-up: at info level the server logs a line per
+        # login or exchange, far too little to fill the pipe during a test.
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()
+        _end(process)
 
 
 class JsonLines:
@@ -149,13 +143,33 @@ def chat_process(
     try:
         yield process, JsonLines(process)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        for stream in (process.stdin, process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        _end(process)
+
+
+def chat_args(server: str, state: Path, name: str, *extra: str) -> list[str]:
+    """``peer chat`` arguments for ``name``, its key and pinned peers kept under ``state``."""
+    return [
+        "--server",
+        server,
+        "--name",
+        name,
+        "--identity",
+        str(state / f"{name}.pem"),
+        "--known-peers",
+        str(state / f"{name}.known"),
+        *extra,
+    ]
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """Terminate (then kill) a process we started and close its pipes."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()

@@ -352,9 +352,7 @@ class Peer:
             try:
                 sock.setblocking(False)
                 sock.bind(("0.0.0.0", 0))
-                asyncio.get_running_loop().add_reader(
-                    sock.fileno(), self._read_extra, index, sock
-                )
+                asyncio.get_running_loop().add_reader(sock.fileno(), self._read_extra, index, sock)
             except OSError:
                 sock.close()
                 return

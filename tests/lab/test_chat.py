@@ -10,6 +10,7 @@ import pytest
 
 from natlab import Lab, NatKind, NatSpec
 from natlab.services import JsonLines, chat_process, rendezvous_process
+from natlab.services import chat_args as shared_chat_args
 
 pytestmark = pytest.mark.lab
 
@@ -25,17 +26,7 @@ DIRECT_PAIRS = (
 
 
 def chat_args(tmp: Path, name: str, *extra: str) -> list[str]:
-    return [
-        "--server",
-        SERVER,
-        "--name",
-        name,
-        "--identity",
-        str(tmp / f"{name}.pem"),
-        "--known-peers",
-        str(tmp / f"{name}.known"),
-        *extra,
-    ]
+    return shared_chat_args(SERVER, tmp, name, *extra)
 
 
 def say(process: subprocess.Popen[bytes], text: str) -> None:

@@ -6,28 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from natlab.services import rendezvous_process, wait_for_line
+from natlab.services import chat_args, rendezvous_process, wait_for_line
 from tests.support.loopback import free_port_pair
 
 
 def chat(tmp: Path, port: int, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    args = chat_args(f"127.0.0.1:{port}", tmp, name, "--no-probe", *extra)
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "peer",
-            "chat",
-            "--server",
-            f"127.0.0.1:{port}",
-            "--name",
-            name,
-            "--identity",
-            str(tmp / f"{name}.pem"),
-            "--known-peers",
-            str(tmp / f"{name}.known"),
-            "--no-probe",
-            *extra,
-        ],
+        [sys.executable, "-m", "peer", "chat", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
