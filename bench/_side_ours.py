@@ -27,9 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from iokit.cli_logging import configure_logging
 from peer.client import Peer, PeerConfig, PeerError
 from peer.identity import load_or_create
-from stunproto.cli_logging import configure_logging
 
 MESSAGE = b"first message"
 

@@ -39,11 +39,11 @@ from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from iokit.cli_logging import configure_logging
 from natlab import Lab, NatKind, NatSpec
 from natlab.netns import Node
 from natlab.services import JsonLines, rendezvous_process
-from peer.session import Connected, MessageReceived
-from stunproto.cli_logging import configure_logging
+from peer.events import Connected, MessageReceived
 from tests.support.sim import build_world
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from iokit.cli_logging import configure_logging
 from natlab import Lab, NatKind, NatSpec
 from natlab.services import chat_args, chat_process, rendezvous_process
-from stunproto.cli_logging import configure_logging
 
 SERVER, ALT = "203.0.113.10", "203.0.113.11"
 

@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from iokit.cli_logging import configure_logging
 from natlab import Lab, NatKind, NatSpec
 from natlab.demo import EXPECTED
 from natlab.netns import Node
 from natlab.services import rendezvous_process
-from stunproto.cli_logging import configure_logging
 from tests.interop.refclients import (
     RefClientError,
     run_natdiscovery,

@@ -60,16 +60,10 @@ from benchlib import (  # noqa: E402
     stop_process,
 )
 
-from peer.turn_client import (  # noqa: E402
-    Allocated,
-    AllocationFailed,
-    ChannelBindFailed,
-    ChannelBound,
-    TurnClient,
-    TurnClientConfig,
-    encode_channel_data,
-)
+from peer.events import Allocated, AllocationFailed, ChannelBindFailed, ChannelBound  # noqa: E402
+from peer.turn_client import TurnClient, TurnClientConfig  # noqa: E402
 from rendezvous.turn import rest_credentials  # noqa: E402
+from stunproto.channel_data import encode_channel_data  # noqa: E402
 from stunproto.client import RetransmitPolicy  # noqa: E402
 
 PEER_HOST = "127.0.0.2"

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from iokit.cli_logging import configure_logging
 from natprobe.probe import ProbeConfig, probe
 from stunproto.attributes import Address
-from stunproto.cli_logging import configure_logging
 
 DEFAULT_PORT = 3478
 

@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass, replace
 from typing import Any
 
+from iokit.stun_endpoint import StunEndpoint, open_endpoint
 from natprobe import lifetime
 from natprobe.report import (
     Behaviour,
@@ -25,7 +26,6 @@ from natprobe.report import (
     mapping_behaviour,
 )
 from stunproto import AttrType, ChangeRequest, MessageClass, Method, StunMessage
-from stunproto.aio import StunEndpoint, open_endpoint
 from stunproto.attributes import Address
 from stunproto.client import ResponseReceived, RetransmitPolicy
 from stunproto.message import new_transaction_id

@@ -4,9 +4,10 @@ and ``PeerAgent`` the sans-I/O core under it."""
 
 from peer.agent import AgentConfig, PeerAgent
 from peer.client import Connection, Peer, PeerConfig, PeerError
+from peer.events import PathKind
 from peer.identity import Identity, load_or_create
 from peer.known_peers import KeyChanged, KnownPeers
-from peer.session import PathKind, SessionConfig
+from peer.session import SessionConfig
 from peer.socket import PunchSocket
 
 __all__ = [

@@ -12,38 +12,28 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from peer.identity import IdentityError
-from peer.known_peers import KeyChanged, KnownPeers, Verdict
-from peer.rendezvous_client import (
+from peer.events import (
+    Allocated,
+    Connected,
     ConnectFailed,
+    DataReceived,
     Introduced,
     LoggedIn,
     LoginFailed,
-    RendezvousClient,
-    RendezvousClientConfig,
-    RvEvent,
-)
-from peer.session import (
-    PEER_PACKET_TYPES,
-    Connected,
     PathChanged,
     PathKind,
-    PeerSession,
+    RvEvent,
     SessionClosed,
-    SessionConfig,
     SessionEvent,
-    untagged,
-    via_relay,
-)
-from peer.turn_client import (
-    Allocated,
-    DataReceived,
-    TurnClient,
-    TurnClientConfig,
     TurnEvent,
-    is_channel_data,
 )
+from peer.known_peers import KeyChanged, KnownPeers, Verdict
+from peer.rendezvous_client import RendezvousClient, RendezvousClientConfig
+from peer.session import PEER_PACKET_TYPES, PeerSession, SessionConfig, untagged, via_relay
+from peer.turn_client import TurnClient, TurnClientConfig
+from rvproto.keys import PublicKeyError
 from stunproto.attributes import Address
+from stunproto.channel_data import is_channel_data
 
 AgentEvent = RvEvent | SessionEvent | TurnEvent
 
@@ -239,7 +229,7 @@ class PeerAgent:
                 if self.config.relay_only
                 else self.config.rendezvous.nat_type,
             )
-        except IdentityError:
+        except PublicKeyError:
             return  # a key with no X25519 form (the server refuses those; be safe anyway)
         self.sessions[intro.name] = session
         self._events.append(event)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from peer.client import Connection, Peer, PeerConfig, PeerError
+from peer.events import PathChanged
 from peer.identity import Identity
 from peer.known_peers import KnownPeers
-from peer.session import PathChanged
 from stunproto.attributes import Address
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from iokit.cli_logging import configure_logging
 from natprobe.cli import ArgumentError, resolve
 from natprobe.probe import ProbeConfig, probe, route_local_ip
 from natprobe.report import NatReport
@@ -21,7 +22,6 @@ from peer.identity import IdentityError, load_or_create
 from peer.known_peers import KnownPeers, KnownPeersError
 from peer.socket import PunchSocket
 from stunproto.attributes import Address
-from stunproto.cli_logging import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:

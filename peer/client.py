@@ -24,30 +24,30 @@ from types import TracebackType
 
 import structlog
 
+from iokit.loop_timer import LoopTimer
 from natprobe.probe import ProbeConfig, probe, route_local_ip
-from peer.agent import AgentConfig, AgentEvent, PeerAgent
+from peer.agent import AgentConfig, PeerAgent
 from peer.birthday import split_socket, via_socket
-from peer.identity import Identity
-from peer.known_peers import KnownPeers
-from peer.localaddr import local_endpoints
-from peer.rendezvous_client import (
+from peer.events import (
+    AgentEvent,
+    Allocated,
+    AllocationFailed,
+    Connected,
     ConnectFailed,
     Introduced,
     LoggedIn,
     LoginFailed,
-    RendezvousClientConfig,
-)
-from peer.session import (
-    Connected,
     MessageReceived,
     PathChanged,
     PathKind,
     SessionClosed,
-    SessionConfig,
 )
+from peer.identity import Identity
+from peer.known_peers import KnownPeers
+from peer.localaddr import local_endpoints
+from peer.rendezvous_client import RendezvousClientConfig
+from peer.session import SessionConfig
 from peer.socket import PunchSocket
-from peer.turn_client import Allocated, AllocationFailed
-from stunproto.aio import LoopTimer
 from stunproto.attributes import Address
 from stunproto.framing import FramingError, StreamDecoder, frame
 

@@ -8,7 +8,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from rendezvous.protocol import ErrorCodes, Introduction, RvAttr, RvMethod, encode_signed
+from peer.events import (
+    ConnectFailed,
+    Introduced,
+    LoggedIn,
+    LoginFailed,
+    RvEvent,
+    TurnCredentials,
+)
+from rvproto.messages import (
+    RV_CODECS,
+    ErrorCodes,
+    Introduction,
+    RvAttr,
+    RvMethod,
+    encode_signed,
+    parse_rv,
+    rv_message,
+)
 from stunproto import AttrType, ErrorCode, MessageClass, StunDecodeError, StunMessage
 from stunproto.attributes import Address
 from stunproto.client import ResponseReceived, RetransmitPolicy, StunClient, TransactionTimedOut
@@ -21,44 +38,6 @@ class LoginState(Enum):
     SIGNING = "signing"  # sent the signed login, waiting
     LOGGED_IN = "logged-in"
     FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class TurnCredentials:
-    """Short-lived TURN REST credentials the rendezvous issued, for its relay."""
-
-    server: Address
-    username: str
-    password: str
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedIn:
-    public_endpoint: Address
-    lifetime: float
-    turn: TurnCredentials | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LoginFailed:
-    reason: str
-    code: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Introduced:
-    introduction: Introduction
-    received_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectFailed:
-    name: str
-    reason: str
-    code: int | None
-
-
-RvEvent = LoggedIn | LoginFailed | Introduced | ConnectFailed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,7 +58,7 @@ class RendezvousClient:
     def __init__(self, config: RendezvousClientConfig, sign: Callable[[bytes], bytes]) -> None:
         self.config = config
         self._sign = sign
-        self._stun = StunClient(policy=config.policy)
+        self._stun = StunClient(policy=config.policy, codecs=RV_CODECS)
         self._purpose: dict[bytes, tuple[str, str]] = {}  # transaction id -> (kind, detail)
         self._events: deque[RvEvent] = deque()
         self._outbox: list[tuple[bytes, Address]] = []
@@ -119,7 +98,7 @@ class RendezvousClient:
         """Tell the server how a punch ended (an indication: no answer, no retransmission)."""
         if self.session_key is None:
             return
-        indication = StunMessage(
+        indication = rv_message(
             RvMethod.REPORT,
             MessageClass.INDICATION,
             new_transaction_id(),
@@ -142,7 +121,7 @@ class RendezvousClient:
             self._process_events(now)
             return True
         try:
-            message = StunMessage.parse(data)
+            message = parse_rv(data)
         except StunDecodeError:
             return False
         if message.method == RvMethod.PEER and message.message_class is MessageClass.REQUEST:
@@ -179,7 +158,7 @@ class RendezvousClient:
 
     @staticmethod
     def _request(method: int, *attributes: tuple[int, object]) -> StunMessage:
-        return StunMessage(method, MessageClass.REQUEST, new_transaction_id(), attributes)
+        return rv_message(method, MessageClass.REQUEST, new_transaction_id(), attributes)
 
     def _start(
         self,

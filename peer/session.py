@@ -16,17 +16,25 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import Enum
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from peer.birthday import Birthday, BirthdayConfig, BirthdayRole, role_for, split_socket
 from peer.channel import Channel, ChannelError
+from peer.events import (
+    Connected,
+    MessageReceived,
+    PathChanged,
+    PathKind,
+    SessionClosed,
+    SessionEvent,
+)
 from peer.frames import Ack, Close, Data, FrameError, Keepalive, parse_frame
-from peer.identity import ed25519_to_x25519_public
 from peer.noise import Initiator, NoiseError, Responder
 from peer.reliable import ReliabilityConfig, ReliableStream
-from rendezvous.protocol import Introduction, Role
+from rvproto.keys import ed25519_to_x25519_public
+from rvproto.messages import Introduction, Role
 from stunproto.attributes import Address
 
 INIT, RESPONSE, TRANSPORT, PROBE = 0xA1, 0xA2, 0xA3, 0xA4
@@ -49,12 +57,6 @@ def untagged(address: Address) -> tuple[Address, bool]:
 
 
 MAX_LEARNED_CANDIDATES = 4
-
-
-class PathKind(StrEnum):
-    LAN = "lan"
-    DIRECT = "direct"
-    RELAY = "relay"
 
 
 class SessionState(Enum):
@@ -97,37 +99,6 @@ class SessionConfig:
     keepalive_jitter: float = 0.1  # +-10%, so that many peers do not beat in step
     dead_after: float = 40.0  # nothing authenticated received for this long -> path dead
     reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
-
-
-@dataclass(frozen=True, slots=True)
-class Connected:
-    peer: str
-    path: PathKind
-    remote: Address
-    elapsed: float  # from introduction to proof of the path both ways
-    note: str = ""  # why this path, when it is worth saying (e.g. relaying at once)
-
-
-@dataclass(frozen=True, slots=True)
-class PathChanged:
-    peer: str
-    path: PathKind
-    remote: Address
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    peer: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SessionClosed:
-    peer: str
-    reason: str
-
-
-SessionEvent = Connected | PathChanged | MessageReceived | SessionClosed
 
 
 class PeerSession:

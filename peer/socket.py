@@ -2,7 +2,7 @@
 mapping that punching creates belongs to this socket and to no other.
 
 Like aioice, one ``DatagramProtocol`` demultiplexes: datagrams that answer (or are watched
-by) our STUN transactions go to the :class:`~stunproto.aio.StunEndpoint`; everything else
+by) our STUN transactions go to the :class:`~iokit.stun_endpoint.StunEndpoint`; everything else
 goes to the application's handler.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from stunproto.aio import StunEndpoint
+from iokit.stun_endpoint import StunEndpoint
 from stunproto.attributes import Address
 
 DataHandler = Callable[[bytes, Address], None]

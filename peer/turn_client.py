@@ -29,39 +29,37 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from peer.events import (
+    Allocated,
+    AllocationClosed,
+    AllocationExpired,
+    AllocationFailed,
+    ChannelBindFailed,
+    ChannelBound,
+    ChannelExpired,
+    DataReceived,
+    PermissionCreated,
+    PermissionExpired,
+    PermissionFailed,
+    TurnEvent,
+)
 from stunproto import AttrType, ErrorCode, MessageClass, Method, StunDecodeError, StunMessage
 from stunproto.attributes import Address
+from stunproto.channel_data import (
+    CHANNEL_MAX,
+    CHANNEL_MIN,
+    decode_channel_data,
+    encode_channel_data,
+    is_channel_data,
+)
 from stunproto.client import ResponseReceived, RetransmitPolicy, StunClient, TransactionTimedOut
 from stunproto.message import is_stun, long_term_key, new_transaction_id
 
 PERMISSION_LIFETIME = 300.0  # RFC 8656 section 9, fixed: the server does not say
 CHANNEL_LIFETIME = 600.0  # RFC 8656 section 12
-CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x4FFF
 TRANSPORT_UDP = 17
 UNAUTHORIZED, ALLOCATION_MISMATCH, STALE_NONCE = 401, 437, 438
 FAILED_RETRY_DELAY = 30.0  # seconds before send() asks again for a refused permission/channel
-_CHANNEL_HEADER = 4
-
-
-def is_channel_data(data: bytes) -> bool:
-    """RFC 7983 demultiplexing: ChannelData starts with 0x40-0x4F (STUN is 0x00-0x3F)."""
-    return len(data) >= _CHANNEL_HEADER and 0x40 <= data[0] <= 0x4F
-
-
-def encode_channel_data(channel: int, data: bytes) -> bytes:
-    # No padding: over UDP it is optional (RFC 8656 section 12.5) and only costs bytes.
-    return channel.to_bytes(2, "big") + len(data).to_bytes(2, "big") + data
-
-
-def decode_channel_data(data: bytes) -> tuple[int, bytes] | None:
-    """(channel, payload), or None if the framing is malformed."""
-    if not is_channel_data(data):
-        return None
-    channel = int.from_bytes(data[0:2], "big")
-    length = int.from_bytes(data[2:4], "big")
-    if channel > CHANNEL_MAX or _CHANNEL_HEADER + length > len(data):
-        return None
-    return channel, bytes(data[_CHANNEL_HEADER : _CHANNEL_HEADER + length])
 
 
 class TurnState(Enum):
@@ -72,93 +70,6 @@ class TurnState(Enum):
     CLOSED = "closed"
     FAILED = "failed"  # the Allocate was refused or unanswered
     EXPIRED = "expired"  # the allocation was lost (refresh refused, unanswered, or too late)
-
-
-@dataclass(frozen=True, slots=True)
-class Allocated:
-    relayed: Address
-    mapped: Address | None
-    lifetime: int
-
-
-@dataclass(frozen=True, slots=True)
-class AllocationFailed:
-    reason: str
-    code: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class AllocationExpired:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class AllocationClosed:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class PermissionCreated:
-    ip: str
-
-
-@dataclass(frozen=True, slots=True)
-class PermissionFailed:
-    ip: str
-    reason: str
-    code: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class PermissionExpired:
-    """Lapsed because it was idle (not refreshed); ``send`` to that IP reinstalls it."""
-
-    ip: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelBound:
-    peer: Address
-    channel: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelBindFailed:
-    peer: Address
-    channel: int
-    reason: str
-    code: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelExpired:
-    """Lapsed because it was idle; the number stays reserved for this peer and ``send``
-    rebinds it (sending Send indications meanwhile)."""
-
-    peer: Address
-    channel: int
-
-
-@dataclass(frozen=True, slots=True)
-class DataReceived:
-    peer: Address
-    data: bytes
-    channel: int | None = None  # None: came in a Data indication
-
-
-TurnEvent = (
-    Allocated
-    | AllocationFailed
-    | AllocationExpired
-    | AllocationClosed
-    | PermissionCreated
-    | PermissionFailed
-    | PermissionExpired
-    | ChannelBound
-    | ChannelBindFailed
-    | ChannelExpired
-    | DataReceived
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

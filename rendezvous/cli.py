@@ -14,6 +14,7 @@ from pathlib import Path
 
 import structlog
 
+from iokit.cli_logging import configure_logging
 from rendezvous.ratelimit import RateLimit
 from rendezvous.registry import NameRegistry
 from rendezvous.server import RendezvousServer
@@ -21,7 +22,6 @@ from rendezvous.service import RendezvousConfig
 from rendezvous.stun_service import StunServiceConfig
 from rendezvous.turn import DEFAULT_DENIED_PEERS, TurnConfig
 from stunproto.attributes import Address
-from stunproto.cli_logging import configure_logging
 
 DEFAULT_PORT = 3478
 

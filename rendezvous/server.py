@@ -10,13 +10,13 @@ from typing import cast
 
 import structlog
 
+from iokit.loop_timer import LoopTimer
 from rendezvous.registry import NameRegistry
 from rendezvous.service import RendezvousConfig, RendezvousService
 from rendezvous.stun_service import Reply, StunServiceConfig
 from rendezvous.tcp import TcpConfig, TcpListener
 from rendezvous.turn import TurnConfig, is_turn_datagram
 from rendezvous.turn_adapter import TurnRelay
-from stunproto.aio import LoopTimer
 from stunproto.attributes import Address
 
 log = structlog.get_logger()

@@ -17,21 +17,22 @@ import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from peer.identity import ed25519_to_x25519_public
-from rendezvous.protocol import (
-    RV_METHODS,
+from rendezvous.registry import NameRegistry
+from rendezvous.stun_service import Reply, StunService, StunServiceConfig
+from rendezvous.turn import rest_credentials
+from rvproto.keys import ed25519_to_x25519_public
+from rvproto.messages import (
     ErrorCodes,
     Introduction,
     Role,
     RvAttr,
     RvMethod,
     all_values,
-    method_of,
+    is_rv_datagram,
+    parse_rv,
+    rv_message,
     signature_input,
 )
-from rendezvous.registry import NameRegistry
-from rendezvous.stun_service import Reply, StunService, StunServiceConfig
-from rendezvous.turn import rest_credentials
 from stunproto import AttrType, ErrorCode, MessageClass, StunDecodeError, StunMessage
 from stunproto.attributes import Address
 from stunproto.client import RetransmitPolicy, StunClient
@@ -123,12 +124,12 @@ class RendezvousService:
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, data: bytes, source: Address, local: Address, now: float) -> Reply | None:
-        if len(data) < 20 or data[0] >= 0x40 or method_of(data) not in RV_METHODS:
+        if not is_rv_datagram(data):
             return self.stun.handle(data, source, local, now)
         if not self.stun.limiter.allow(source[0], now):
             return None
         try:
-            message = StunMessage.parse(data)
+            message = parse_rv(data)
         except StunDecodeError:
             return None
         if message.message_class in (MessageClass.SUCCESS, MessageClass.ERROR):
@@ -320,7 +321,7 @@ class RendezvousService:
         arrival = max(caller.rtt, target.rtt) / 2
         caller_delay = arrival - caller.rtt / 2 + self.config.punch_margin
         target_delay = arrival - target.rtt / 2 + self.config.punch_margin
-        to_target = StunMessage(
+        to_target = rv_message(
             RvMethod.PEER,
             MessageClass.REQUEST,
             new_transaction_id(),

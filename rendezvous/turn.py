@@ -24,7 +24,6 @@ import hmac
 import ipaddress
 import os
 import random
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +32,14 @@ import structlog
 from rendezvous.ratelimit import RateLimit, SourceRateLimiter
 from stunproto import AttrType, ErrorCode, MessageClass, Method, StunDecodeError, StunMessage
 from stunproto.attributes import Address, is_comprehension_required
+from stunproto.channel_data import (
+    CHANNEL_MAX,
+    CHANNEL_MIN,
+    RFC5766_CHANNEL_MAX,
+    decode_channel_data,
+    encode_channel_data,
+)
+from stunproto.message import method_of
 
 log = structlog.get_logger()
 
@@ -46,12 +53,9 @@ ANSWER_CACHE_TIME = 40.0  # RFC 8489's Ti: how long a client may retransmit a re
 SWEEP_INTERVAL = 1.0
 PORT_COOLDOWN = 2.0  # a closed relay port is not reused at once: its socket may linger
 FAILED_PORT_COOLDOWN = 60.0  # a port we could not bind is probably used by someone else
-CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x4FFF  # RFC 8656 section 12
 # RFC 5766 allowed up to 0x7FFF, and coturn's clients (turnutils_uclient among them) still
 # pick channel numbers from that range; RFC 8656 reserved 0x5000-0x7FFF only to ease
 # multiplexing with other protocols, which no socket of ours carries.
-RFC5766_CHANNEL_MAX = 0x7FFF
-_CHANNEL_HEADER = struct.Struct("!HH")
 _TURN_METHODS = frozenset(
     {Method.ALLOCATE, Method.REFRESH, Method.SEND, Method.CREATE_PERMISSION, Method.CHANNEL_BIND}
 )
@@ -91,9 +95,7 @@ def is_turn_datagram(data: bytes, *, rfc5766_channels: bool = True) -> bool:
         return True
     if len(data) < 20 or data[0] >= 0x40:
         return False
-    mtype = (data[0] << 8) | data[1]
-    method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
-    return method in _TURN_METHODS
+    return method_of(data) in _TURN_METHODS
 
 
 def rest_password(secret: bytes, username: str) -> str:
@@ -286,7 +288,7 @@ class TurnServer:
         number = allocation.channel_of.get(peer)
         if number is not None and allocation.channel(number, now) is not None:
             # ChannelData over UDP needs no padding (RFC 8656 section 12.5).
-            out = _CHANNEL_HEADER.pack(number, len(data)) + data
+            out = encode_channel_data(number, data)
         else:
             indication = StunMessage(
                 Method.DATA,
@@ -595,16 +597,15 @@ class TurnServer:
         return self._to_peer(allocation, peer, data, now)
 
     def _channel_data(self, data: bytes, five: FiveTuple, now: float) -> list[Send]:
-        if len(data) < 4:
-            return []
-        number, length = _CHANNEL_HEADER.unpack_from(data)
+        decoded = decode_channel_data(data, rfc5766=self.config.rfc5766_channels)
         allocation = self._live(five, now)
-        if allocation is None or len(data) < 4 + length:
+        if decoded is None or allocation is None:
             return []
+        number, payload = decoded
         peer = allocation.channel(number, now)
         if peer is None:
             return []
-        return self._to_peer(allocation, peer, data[4 : 4 + length], now)
+        return self._to_peer(allocation, peer, payload, now)
 
     def _to_peer(
         self, allocation: _Allocation, peer: Address, data: bytes, now: float

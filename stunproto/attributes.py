@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -217,47 +217,77 @@ _u8_padded = (
 Decoder = Callable[[bytes, bytes], Any]
 Encoder = Callable[[Any, bytes], bytes]
 
-# The attribute table: type -> (decode, encode). Types absent from it keep raw bytes.
-CODECS: dict[int, tuple[Decoder, Encoder]] = {
-    AttrType.MAPPED_ADDRESS: (_decode_address, _encode_address),
-    AttrType.RESPONSE_ADDRESS: (_decode_address, _encode_address),
-    AttrType.CHANGE_REQUEST: (_decode_change_request, _encode_change_request),
-    AttrType.SOURCE_ADDRESS: (_decode_address, _encode_address),
-    AttrType.CHANGED_ADDRESS: (_decode_address, _encode_address),
-    AttrType.USERNAME: (_decode_text, _encode_text),
-    AttrType.MESSAGE_INTEGRITY: (_decode_fixed_raw(20), _raw),
-    AttrType.ERROR_CODE: (_decode_error_code, _encode_error_code),
-    AttrType.UNKNOWN_ATTRIBUTES: (_decode_unknown, _encode_unknown),
-    AttrType.CHANNEL_NUMBER: (_decode_port, _encode_port),
-    AttrType.LIFETIME: _u32,
-    AttrType.XOR_PEER_ADDRESS: (_decode_xor_address, _encode_xor_address),
-    AttrType.DATA: (_raw, _raw),
-    AttrType.REALM: (_decode_text, _encode_text),
-    AttrType.NONCE: (_decode_text, _encode_text),
-    AttrType.XOR_RELAYED_ADDRESS: (_decode_xor_address, _encode_xor_address),
-    AttrType.REQUESTED_ADDRESS_FAMILY: _u8_padded,
-    AttrType.REQUESTED_TRANSPORT: _u8_padded,
-    AttrType.DONT_FRAGMENT: (_decode_fixed_raw(0), _raw),
-    AttrType.MESSAGE_INTEGRITY_SHA256: (_raw, _raw),
-    AttrType.USERHASH: (_decode_fixed_raw(32), _raw),
-    AttrType.XOR_MAPPED_ADDRESS: (_decode_xor_address, _encode_xor_address),
-    AttrType.RESERVATION_TOKEN: (_decode_fixed_raw(8), _raw),
-    AttrType.PRIORITY: _u32,
-    AttrType.USE_CANDIDATE: (_decode_fixed_raw(0), _raw),
-    AttrType.PADDING: (_raw, _raw),
-    AttrType.RESPONSE_PORT: (_decode_port, _encode_port),
-    AttrType.SOFTWARE: (_decode_text, _encode_text),
-    AttrType.ALTERNATE_SERVER: (_decode_address, _encode_address),
-    AttrType.FINGERPRINT: _u32,
-    AttrType.ICE_CONTROLLED: _u64,
-    AttrType.ICE_CONTROLLING: _u64,
-    AttrType.RESPONSE_ORIGIN: (_decode_address, _encode_address),
-    AttrType.OTHER_ADDRESS: (_decode_address, _encode_address),
-}
+
+class Codecs(dict[int, tuple[Decoder, Encoder]]):
+    """An attribute table: type -> (decode, encode); types absent from it keep raw bytes.
+
+    Tables are read-only and passed explicitly (``StunMessage.parse(data, codecs)``): an
+    application protocol extends ``STUN_CODECS`` into a table of its own with
+    ``with_codecs``, and nothing global changes when a module is imported. (A dict
+    underneath, so lookups stay as fast as a plain dict's; hashable by identity so that a
+    frozen message can hold one.)"""
+
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("attribute tables are read-only: extend one with with_codecs()")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only  # type: ignore[assignment]
+    __ior__ = _read_only  # type: ignore[assignment]
 
 
-def decode_value(attr_type: int, value: bytes, xor_key: bytes) -> Any:
-    codec = CODECS.get(attr_type)
+STUN_CODECS = Codecs(
+    {
+        AttrType.MAPPED_ADDRESS: (_decode_address, _encode_address),
+        AttrType.RESPONSE_ADDRESS: (_decode_address, _encode_address),
+        AttrType.CHANGE_REQUEST: (_decode_change_request, _encode_change_request),
+        AttrType.SOURCE_ADDRESS: (_decode_address, _encode_address),
+        AttrType.CHANGED_ADDRESS: (_decode_address, _encode_address),
+        AttrType.USERNAME: (_decode_text, _encode_text),
+        AttrType.MESSAGE_INTEGRITY: (_decode_fixed_raw(20), _raw),
+        AttrType.ERROR_CODE: (_decode_error_code, _encode_error_code),
+        AttrType.UNKNOWN_ATTRIBUTES: (_decode_unknown, _encode_unknown),
+        AttrType.CHANNEL_NUMBER: (_decode_port, _encode_port),
+        AttrType.LIFETIME: _u32,
+        AttrType.XOR_PEER_ADDRESS: (_decode_xor_address, _encode_xor_address),
+        AttrType.DATA: (_raw, _raw),
+        AttrType.REALM: (_decode_text, _encode_text),
+        AttrType.NONCE: (_decode_text, _encode_text),
+        AttrType.XOR_RELAYED_ADDRESS: (_decode_xor_address, _encode_xor_address),
+        AttrType.REQUESTED_ADDRESS_FAMILY: _u8_padded,
+        AttrType.REQUESTED_TRANSPORT: _u8_padded,
+        AttrType.DONT_FRAGMENT: (_decode_fixed_raw(0), _raw),
+        AttrType.MESSAGE_INTEGRITY_SHA256: (_raw, _raw),
+        AttrType.USERHASH: (_decode_fixed_raw(32), _raw),
+        AttrType.XOR_MAPPED_ADDRESS: (_decode_xor_address, _encode_xor_address),
+        AttrType.RESERVATION_TOKEN: (_decode_fixed_raw(8), _raw),
+        AttrType.PRIORITY: _u32,
+        AttrType.USE_CANDIDATE: (_decode_fixed_raw(0), _raw),
+        AttrType.PADDING: (_raw, _raw),
+        AttrType.RESPONSE_PORT: (_decode_port, _encode_port),
+        AttrType.SOFTWARE: (_decode_text, _encode_text),
+        AttrType.ALTERNATE_SERVER: (_decode_address, _encode_address),
+        AttrType.FINGERPRINT: _u32,
+        AttrType.ICE_CONTROLLED: _u64,
+        AttrType.ICE_CONTROLLING: _u64,
+        AttrType.RESPONSE_ORIGIN: (_decode_address, _encode_address),
+        AttrType.OTHER_ADDRESS: (_decode_address, _encode_address),
+    }
+)
+
+
+def with_codecs(base: Codecs, extra: Mapping[int, tuple[Decoder, Encoder]]) -> Codecs:
+    """``base`` plus an application's attributes (e.g. the rendezvous protocol's), as a new
+    read-only table. A type that ``base`` already knows is a bug, not an override."""
+    clash = sorted(set(base) & set(extra))
+    if clash:
+        known = ", ".join(f"0x{attr_type:04x}" for attr_type in clash)
+        raise ValueError(f"attributes already in the table: {known}")
+    return Codecs({**base, **extra})
+
+
+def decode_value(attr_type: int, value: bytes, xor_key: bytes, codecs: Codecs = STUN_CODECS) -> Any:
+    codec = codecs.get(attr_type)
     if codec is None:
         return bytes(value)
     try:
@@ -268,20 +298,11 @@ def decode_value(attr_type: int, value: bytes, xor_key: bytes) -> Any:
         raise StunDecodeError(f"malformed attribute 0x{attr_type:04x}: {exc}") from exc
 
 
-def encode_value(attr_type: int, value: Any, xor_key: bytes) -> bytes:
-    codec = CODECS.get(attr_type)
+def encode_value(attr_type: int, value: Any, xor_key: bytes, codecs: Codecs = STUN_CODECS) -> bytes:
+    codec = codecs.get(attr_type)
     if codec is None:
         return bytes(value)
     return codec[1](value, xor_key)
-
-
-def register_attribute(attr_type: int, decode: Decoder, encode: Encoder) -> None:
-    """Add an application attribute (e.g. the rendezvous protocol's) to the table. Registering
-    the same codec twice is harmless; a different codec for a known type is a bug."""
-    existing = CODECS.get(attr_type)
-    if existing is not None and existing != (decode, encode):
-        raise ValueError(f"attribute 0x{attr_type:04x} already has another codec")
-    CODECS[attr_type] = (decode, encode)
 
 
 def address_codec(*, xor: bool) -> tuple[Decoder, Encoder]:

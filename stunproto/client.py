@@ -10,7 +10,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass
 
-from stunproto.attributes import Address
+from stunproto.attributes import STUN_CODECS, Address, Codecs
 from stunproto.errors import StunDecodeError
 from stunproto.message import MessageClass, StunMessage, is_stun
 
@@ -79,8 +79,11 @@ class _Transaction:
 class StunClient:
     """Tracks outstanding requests by transaction id on one socket."""
 
-    def __init__(self, *, policy: RetransmitPolicy | None = None) -> None:
+    def __init__(
+        self, *, policy: RetransmitPolicy | None = None, codecs: Codecs = STUN_CODECS
+    ) -> None:
         self._policy = policy or RetransmitPolicy()
+        self._codecs = codecs  # the attribute table responses are decoded with
         self._pending: dict[bytes, _Transaction] = {}
         self._timers: list[tuple[float, bytes]] = []
         self._outbox: list[tuple[bytes, Address]] = []
@@ -134,7 +137,7 @@ class StunClient:
         if not is_stun(data):
             return False
         try:
-            message = StunMessage.parse(data)
+            message = StunMessage.parse(data, self._codecs)
         except StunDecodeError:
             return False
         if message.message_class not in (MessageClass.SUCCESS, MessageClass.ERROR):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from stunproto.attributes import AttrType, decode_value, encode_value
+from stunproto.attributes import STUN_CODECS, AttrType, Codecs, decode_value, encode_value
 from stunproto.errors import StunDecodeError
 
 MAGIC_COOKIE = 0x2112A442
@@ -56,9 +56,19 @@ def message_type(method: int, message_class: int) -> int:
     )
 
 
+def method_bits(mtype: int) -> int:
+    """The 12 method bits of a message type (the inverse of ``message_type``'s interleave)."""
+    return (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
+
+
 def split_type(mtype: int) -> tuple[int, MessageClass]:
-    method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
-    return method, MessageClass(((mtype & 0x0010) >> 4) | ((mtype & 0x0100) >> 7))
+    return method_bits(mtype), MessageClass(((mtype & 0x0010) >> 4) | ((mtype & 0x0100) >> 7))
+
+
+def method_of(data: bytes) -> int:
+    """The method of a STUN datagram (at least 2 bytes) without parsing it: for
+    demultiplexing on a shared socket."""
+    return method_bits((data[0] << 8) | data[1])
 
 
 def new_transaction_id(rng: Any = None) -> bytes:
@@ -102,6 +112,8 @@ class StunMessage:
     raw: bytes = field(default=b"", compare=False, repr=False)
     integrity_offset: int = field(default=-1, compare=False, repr=False)
     integrity_sha256_offset: int = field(default=-1, compare=False, repr=False)
+    # The attribute table that decoded this message and encodes it (see stunproto.attributes).
+    codecs: Codecs = field(default=STUN_CODECS, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.transaction_id) not in (12, 16):
@@ -128,8 +140,9 @@ class StunMessage:
     # ------------------------------------------------------------------ decoding
 
     @classmethod
-    def parse(cls, data: bytes) -> StunMessage:
-        """Decode ``data``; anything malformed raises :class:`StunDecodeError`."""
+    def parse(cls, data: bytes, codecs: Codecs = STUN_CODECS) -> StunMessage:
+        """Decode ``data`` with the attribute table ``codecs``; anything malformed raises
+        :class:`StunDecodeError`."""
         size = len(data)
         if size < HEADER_SIZE:
             raise StunDecodeError("shorter than a STUN header")
@@ -157,7 +170,7 @@ class StunMessage:
             if attr_type == AttrType.FINGERPRINT:
                 if next_pos != size:
                     raise StunDecodeError("FINGERPRINT must be the last attribute")
-                fingerprint = decode_value(attr_type, value, xor_key)
+                fingerprint = decode_value(attr_type, value, xor_key, codecs)
                 if fingerprint != _fingerprint(data[:pos]):
                     raise StunDecodeError("FINGERPRINT mismatch")
                 attributes.append((attr_type, fingerprint))
@@ -172,7 +185,7 @@ class StunMessage:
                     if not 16 <= attr_len <= 32 or attr_len & 3:
                         raise StunDecodeError("MESSAGE-INTEGRITY-SHA256 has a bad length")
                     integrity256 = pos
-                attributes.append((attr_type, decode_value(attr_type, value, xor_key)))
+                attributes.append((attr_type, decode_value(attr_type, value, xor_key, codecs)))
             pos = next_pos
         return cls(
             method,
@@ -182,6 +195,7 @@ class StunMessage:
             bytes(data),
             integrity,
             integrity256,
+            codecs,
         )
 
     def check_integrity(self, key: bytes) -> bool:
@@ -222,7 +236,7 @@ class StunMessage:
         for attr_type, value in self.attributes:
             if attr_type in _COMPUTED:
                 continue
-            parts.append(_tlv(attr_type, encode_value(attr_type, value, xor_key)))
+            parts.append(_tlv(attr_type, encode_value(attr_type, value, xor_key, self.codecs)))
         body = b"".join(parts)
         cookie_and_id = xor_key
         header = (
@@ -243,8 +257,11 @@ class StunMessage:
         return _with_length(header, len(body)) + body
 
     def reply(self, message_class: MessageClass, *attributes: tuple[int, Any]) -> StunMessage:
-        """A response to this request: same method and transaction id (and framing)."""
-        return StunMessage(self.method, message_class, self.transaction_id, attributes)
+        """A response to this request: same method and transaction id (and framing), and the
+        same attribute table."""
+        return StunMessage(
+            self.method, message_class, self.transaction_id, attributes, codecs=self.codecs
+        )
 
 
 _COMPUTED = frozenset(

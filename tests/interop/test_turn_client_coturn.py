@@ -22,18 +22,16 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from peer.turn_client import (
+from peer.events import (
     Allocated,
     AllocationClosed,
     AllocationFailed,
     ChannelBound,
     DataReceived,
     PermissionCreated,
-    TurnClient,
-    TurnClientConfig,
     TurnEvent,
-    TurnState,
 )
+from peer.turn_client import TurnClient, TurnClientConfig, TurnState
 from rendezvous.turn import rest_credentials
 from stunproto import MessageClass, Method, StunMessage, new_transaction_id
 from stunproto.attributes import Address

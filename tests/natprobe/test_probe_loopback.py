@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
+from iokit.stun_endpoint import StunEndpoint
 from natprobe import NatType, ProbeConfig, probe
 from natprobe.report import Behaviour
 from rendezvous.server import RendezvousServer
 from rendezvous.stun_service import StunServiceConfig
 from stunproto import AttrType, MessageClass, StunMessage
-from stunproto.aio import StunEndpoint
 from tests.support.loopback import free_port_pair
 
 FAST = ProbeConfig(initial_rto=0.05, local_ip="127.0.0.1")

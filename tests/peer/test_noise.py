@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.identity import Identity, ed25519_to_x25519_public
+from peer.identity import Identity
 from peer.noise import (
     CipherState,
     Initiator,
@@ -24,6 +24,7 @@ from peer.noise import (
     SymmetricState,
     TransportKeys,
 )
+from rvproto.keys import ed25519_to_x25519_public
 
 VECTORS = Path(__file__).parent / "vectors"
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import random
 
+from peer.events import PathKind
 from peer.identity import Identity
-from peer.session import INIT, PROBE, PathKind, PeerSession, SessionState
-from rendezvous.protocol import Introduction, Role
+from peer.session import INIT, PROBE, PeerSession, SessionState
+from rvproto.messages import Introduction, Role
 
 ALICE_PUBLIC = ("198.51.100.1", 40001)
 BOB_PUBLIC = ("198.51.100.2", 40002)

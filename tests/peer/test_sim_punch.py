@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from peer.birthday import BirthdayConfig, split_socket
+from peer.events import Connected, ConnectFailed, MessageReceived, PathKind, SessionClosed
 from peer.identity import Identity
 from peer.known_peers import KnownPeers, Verdict
-from peer.rendezvous_client import ConnectFailed
-from peer.session import Connected, MessageReceived, PathKind, SessionClosed, SessionConfig
+from peer.session import SessionConfig
 from tests.support.sim import IMPOSSIBLE, KINDS, build_world
 
 PAIRS = [(a, b) for a in KINDS for b in KINDS]

@@ -13,8 +13,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peer.turn_client import (
-    CHANNEL_MIN,
+from peer.events import (
     Allocated,
     AllocationClosed,
     AllocationExpired,
@@ -26,9 +25,12 @@ from peer.turn_client import (
     PermissionCreated,
     PermissionExpired,
     PermissionFailed,
+    TurnEvent,
+)
+from peer.turn_client import (
+    CHANNEL_MIN,
     TurnClient,
     TurnClientConfig,
-    TurnEvent,
     TurnState,
     decode_channel_data,
     encode_channel_data,

@@ -7,20 +7,14 @@ import random
 
 import pytest
 
+from peer.events import ConnectFailed, Introduced, LoggedIn, LoginFailed
 from peer.identity import Identity
-from peer.rendezvous_client import (
-    ConnectFailed,
-    Introduced,
-    LoggedIn,
-    LoginFailed,
-    RendezvousClient,
-    RendezvousClientConfig,
-)
-from rendezvous.protocol import Role, RvAttr, RvMethod
+from peer.rendezvous_client import RendezvousClient, RendezvousClientConfig
 from rendezvous.registry import NameRegistry
 from rendezvous.service import RendezvousConfig, RendezvousService
 from rendezvous.stun_service import StunServiceConfig
-from stunproto import AttrType, MessageClass, StunMessage
+from rvproto.messages import Role, RvAttr, RvMethod, parse_rv, rv_message
+from stunproto import AttrType, MessageClass
 from stunproto.attributes import Address
 from stunproto.message import new_transaction_id
 
@@ -127,14 +121,14 @@ def test_replayed_login_is_refused_from_anywhere() -> None:
     registration = service.online("alice", wire.now)
     assert registration is not None
     session_key = registration.session_key
-    signed = [data for data, _ in wire.captured if StunMessage.parse(data).get(RvAttr.SIGNATURE)]
+    signed = [data for data, _ in wire.captured if parse_rv(data).get(RvAttr.SIGNATURE)]
     assert len(signed) == 1
     # From elsewhere: the challenge was never issued there. From the same address after
     # the retransmission window: the challenge was used.
     for source, when, code in ((("192.0.2.66", 6666), 1.0, 401), (ALICE_AT, 45.0, 438)):
         reply = service.handle(signed[0], source, SERVER, wire.now + when)
         assert reply is not None
-        error = StunMessage.parse(reply.data).get(AttrType.ERROR_CODE)
+        error = parse_rv(reply.data).get(AttrType.ERROR_CODE)
         assert error is not None and error.code == code, error
     # Nothing about the registration changed.
     assert registration.session_key == session_key and registration.endpoint == ALICE_AT
@@ -197,7 +191,7 @@ def test_unknown_and_offline_peers_get_a_clear_error() -> None:
 
 def test_unauthenticated_answers_are_small() -> None:
     service = make_service()
-    request = StunMessage(
+    request = rv_message(
         RvMethod.LOGIN,
         MessageClass.REQUEST,
         new_transaction_id(),
@@ -212,7 +206,7 @@ def test_requests_without_session_integrity_are_refused() -> None:
     service = make_service()
     wire = Wire(service)
     logged_in(wire, "alice", Identity.generate(), ALICE_AT)
-    forged = StunMessage(
+    forged = rv_message(
         RvMethod.CONNECT,
         MessageClass.REQUEST,
         new_transaction_id(),
@@ -220,7 +214,7 @@ def test_requests_without_session_integrity_are_refused() -> None:
     ).encode(integrity_key=b"guessed key 1234", fingerprint=True)
     reply = service.handle(forged, ("192.0.2.66", 6666), SERVER, 0.0)
     assert reply is not None
-    assert StunMessage.parse(reply.data).get(AttrType.ERROR_CODE).code == 401
+    assert parse_rv(reply.data).get(AttrType.ERROR_CODE).code == 401
 
 
 def test_state_is_bounded() -> None:
@@ -240,12 +234,12 @@ def test_a_retransmitted_login_gets_the_same_answer() -> None:
     service = make_service()
     wire = Wire(service)
     logged_in(wire, "alice", Identity.generate(), ALICE_AT)
-    signed = [data for data, _ in wire.captured if StunMessage.parse(data).get(RvAttr.SIGNATURE)]
+    signed = [data for data, _ in wire.captured if parse_rv(data).get(RvAttr.SIGNATURE)]
     first = service.handle(signed[0], ALICE_AT, SERVER, wire.now)
     again = service.handle(signed[0], ALICE_AT, SERVER, wire.now + 1)
     assert first is not None and again is not None
     assert first.data == again.data
-    assert StunMessage.parse(again.data).message_class is MessageClass.SUCCESS
+    assert parse_rv(again.data).message_class is MessageClass.SUCCESS
 
 
 def test_a_retransmitted_connect_does_not_introduce_twice() -> None:
@@ -282,10 +276,10 @@ def test_a_login_with_an_appended_attribute_is_refused() -> None:
     service = make_service()
     wire = Wire(service)
     logged_in(wire, "alice", Identity.generate(), ALICE_AT)
-    (signed,) = [d for d, _ in wire.captured if StunMessage.parse(d).get(RvAttr.SIGNATURE)]
-    message = StunMessage.parse(signed)
+    (signed,) = [d for d, _ in wire.captured if parse_rv(d).get(RvAttr.SIGNATURE)]
+    message = parse_rv(signed)
     # An on-path attacker appends an endpoint of its choosing after the signature.
-    tampered = StunMessage(
+    tampered = rv_message(
         message.method,
         message.message_class,
         new_transaction_id(),
@@ -293,4 +287,4 @@ def test_a_login_with_an_appended_attribute_is_refused() -> None:
     )
     reply = service.handle(tampered.encode(fingerprint=True), ALICE_AT, SERVER, wire.now)
     assert reply is not None
-    assert StunMessage.parse(reply.data).message_class is MessageClass.ERROR
+    assert parse_rv(reply.data).message_class is MessageClass.ERROR

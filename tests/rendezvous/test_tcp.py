@@ -17,20 +17,10 @@ from typing import Any, Protocol
 
 import pytest
 
+from peer.events import Allocated, ChannelBound, DataReceived, Introduced, LoggedIn
 from peer.identity import Identity
-from peer.rendezvous_client import (
-    Introduced,
-    LoggedIn,
-    RendezvousClient,
-    RendezvousClientConfig,
-)
-from peer.turn_client import (
-    Allocated,
-    ChannelBound,
-    DataReceived,
-    TurnClient,
-    TurnClientConfig,
-)
+from peer.rendezvous_client import RendezvousClient, RendezvousClientConfig
+from peer.turn_client import TurnClient, TurnClientConfig
 from rendezvous.server import RendezvousServer
 from rendezvous.stun_service import StunServiceConfig
 from rendezvous.tcp import TcpConfig

@@ -1,4 +1,9 @@
-"""The rendezvous protocol: STUN-framed methods and attributes (see docs/protocol.md).
+"""The rendezvous protocol's messages: STUN-framed methods and attributes (docs/protocol.md).
+
+Both sides import this module (the server in ``rendezvous``, the client in ``peer``); it
+imports neither. Its attributes live in a table of their own, ``RV_CODECS``, which every
+rendezvous message is parsed and encoded with (``StunMessage.parse(data, RV_CODECS)``,
+``rv_message(...)``): importing it changes nothing global.
 
 Framing every message as STUN lets one demultiplexer on one socket serve Binding, the
 rendezvous methods and, later, TURN; it also gives transactions, retransmission,
@@ -11,17 +16,19 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import IntEnum
+from typing import Any
 
 from stunproto import MessageClass, StunDecodeError, StunMessage
 from stunproto.attributes import (
+    STUN_CODECS,
     Address,
     address_codec,
     raw_codec,
-    register_attribute,
     text_codec,
     uint_codec,
+    with_codecs,
 )
-from stunproto.message import HEADER_SIZE
+from stunproto.message import HEADER_SIZE, method_of
 
 
 class RvMethod(IntEnum):
@@ -55,27 +62,46 @@ class RvAttr(IntEnum):
 
 
 _ADDRESS = address_codec(xor=True)
-for _attr, _codec in (
-    (RvAttr.PEER_NAME, text_codec()),
-    (RvAttr.PUBLIC_KEY, raw_codec(32)),
-    (RvAttr.PRIVATE_ENDPOINT, _ADDRESS),
-    (RvAttr.NAT_TYPE, text_codec()),
-    (RvAttr.SIGNATURE, raw_codec(64)),
-    (RvAttr.CHALLENGE, raw_codec(24)),
-    (RvAttr.CONNECT_TOKEN, raw_codec(16)),
-    (RvAttr.PUNCH_DELAY, uint_codec(4)),
-    (RvAttr.PUBLIC_ENDPOINT, _ADDRESS),
-    (RvAttr.ROLE, uint_codec(4)),
-    (RvAttr.RTT, uint_codec(4)),
-    (RvAttr.SESSION_KEY, raw_codec(16)),
-    (RvAttr.OUTCOME, text_codec()),
-    (RvAttr.ELAPSED, uint_codec(4)),
-    (RvAttr.TURN_SERVER, _ADDRESS),
-    (RvAttr.TURN_USERNAME, text_codec()),
-    (RvAttr.TURN_PASSWORD, text_codec()),
-    (RvAttr.RELAYED_ENDPOINT, _ADDRESS),
-):
-    register_attribute(_attr, *_codec)
+# STUN's attributes plus the rendezvous protocol's: the table for every rendezvous message.
+RV_CODECS = with_codecs(
+    STUN_CODECS,
+    {
+        RvAttr.PEER_NAME: text_codec(),
+        RvAttr.PUBLIC_KEY: raw_codec(32),
+        RvAttr.PRIVATE_ENDPOINT: _ADDRESS,
+        RvAttr.NAT_TYPE: text_codec(),
+        RvAttr.SIGNATURE: raw_codec(64),
+        RvAttr.CHALLENGE: raw_codec(24),
+        RvAttr.CONNECT_TOKEN: raw_codec(16),
+        RvAttr.PUNCH_DELAY: uint_codec(4),
+        RvAttr.PUBLIC_ENDPOINT: _ADDRESS,
+        RvAttr.ROLE: uint_codec(4),
+        RvAttr.RTT: uint_codec(4),
+        RvAttr.SESSION_KEY: raw_codec(16),
+        RvAttr.OUTCOME: text_codec(),
+        RvAttr.ELAPSED: uint_codec(4),
+        RvAttr.TURN_SERVER: _ADDRESS,
+        RvAttr.TURN_USERNAME: text_codec(),
+        RvAttr.TURN_PASSWORD: text_codec(),
+        RvAttr.RELAYED_ENDPOINT: _ADDRESS,
+    },
+)
+
+
+def rv_message(
+    method: int,
+    message_class: MessageClass,
+    transaction_id: bytes,
+    attributes: tuple[tuple[int, Any], ...] = (),
+) -> StunMessage:
+    """A rendezvous message (encoded with ``RV_CODECS``)."""
+    return StunMessage(method, message_class, transaction_id, attributes, codecs=RV_CODECS)
+
+
+def parse_rv(data: bytes) -> StunMessage:
+    """Parse a rendezvous message; anything malformed raises StunDecodeError."""
+    return StunMessage.parse(data, RV_CODECS)
+
 
 RV_METHODS = frozenset(int(method) for method in RvMethod)
 SIGNATURE_DOMAIN = b"holepunch rendezvous login v1\x00"
@@ -95,10 +121,9 @@ class ErrorCodes:
     TRY_LATER = 503  # server full
 
 
-def method_of(data: bytes) -> int:
-    """The method of a STUN datagram without parsing it (first bytes only)."""
-    mtype = (data[0] << 8) | data[1]
-    return (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
+def is_rv_datagram(data: bytes) -> bool:
+    """Is this datagram (on a shared STUN socket) a rendezvous-protocol message?"""
+    return len(data) >= 20 and data[0] < 0x40 and method_of(data) in RV_METHODS
 
 
 def all_values(message: StunMessage, attr_type: int) -> list[object]:

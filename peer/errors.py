@@ -1,0 +1,23 @@
+"""The peer package's errors: one base, and h11's split between our own misuse of an API
+(``LocalProtocolError``) and a remote side breaking the protocol (``RemoteProtocolError``).
+
+Everything the package raises on purpose is a ``PeerError``, so an application catches one
+class; the finer classes say whose fault it was.
+"""
+
+from __future__ import annotations
+
+
+class PeerError(Exception):
+    """Login refused, peer unknown, punching failed, the connection closed, or any other
+    failure of the peer toolkit."""
+
+
+class LocalProtocolError(PeerError):
+    """This side used an API wrongly (sending on a closed session, connecting before the
+    login): a bug in the caller, not in the network."""
+
+
+class RemoteProtocolError(PeerError):
+    """The other side (a peer, the rendezvous, the relay) sent something the protocol does
+    not allow."""

@@ -1,0 +1,186 @@
+"""Every event the peer's sans-I/O objects emit, in one place: the rendezvous client's
+(login, introductions), the TURN client's (allocation, permissions, channels, relayed data)
+and the sessions' (connected, path changes, messages, closes). All are frozen dataclasses;
+``AgentEvent`` is what ``PeerAgent.next_event()`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from rvproto.messages import Introduction
+from stunproto.attributes import Address
+
+
+class PathKind(StrEnum):
+    LAN = "lan"
+    DIRECT = "direct"
+    RELAY = "relay"
+
+
+# ---------------------------------------------------------------- rendezvous client
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCredentials:
+    """Short-lived TURN REST credentials the rendezvous issued, for its relay."""
+
+    server: Address
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    public_endpoint: Address
+    lifetime: float
+    turn: TurnCredentials | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailed:
+    reason: str
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Introduced:
+    introduction: Introduction
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    name: str
+    reason: str
+    code: int | None
+
+
+RvEvent = LoggedIn | LoginFailed | Introduced | ConnectFailed
+
+
+# ---------------------------------------------------------------- TURN client
+
+
+@dataclass(frozen=True, slots=True)
+class Allocated:
+    relayed: Address
+    mapped: Address | None
+    lifetime: int
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationFailed:
+    reason: str
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationExpired:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationClosed:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionCreated:
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionFailed:
+    ip: str
+    reason: str
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionExpired:
+    """Lapsed because it was idle (not refreshed); ``send`` to that IP reinstalls it."""
+
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelBound:
+    peer: Address
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelBindFailed:
+    peer: Address
+    channel: int
+    reason: str
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelExpired:
+    """Lapsed because it was idle; the number stays reserved for this peer and ``send``
+    rebinds it (sending Send indications meanwhile)."""
+
+    peer: Address
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    peer: Address
+    data: bytes
+    channel: int | None = None  # None: came in a Data indication
+
+
+TurnEvent = (
+    Allocated
+    | AllocationFailed
+    | AllocationExpired
+    | AllocationClosed
+    | PermissionCreated
+    | PermissionFailed
+    | PermissionExpired
+    | ChannelBound
+    | ChannelBindFailed
+    | ChannelExpired
+    | DataReceived
+)
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    peer: str
+    path: PathKind
+    remote: Address
+    elapsed: float  # from introduction to proof of the path both ways
+    note: str = ""  # why this path, when it is worth saying (e.g. relaying at once)
+
+
+@dataclass(frozen=True, slots=True)
+class PathChanged:
+    peer: str
+    path: PathKind
+    remote: Address
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    peer: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    peer: str
+    reason: str
+
+
+SessionEvent = Connected | PathChanged | MessageReceived | SessionClosed
+
+
+AgentEvent = RvEvent | SessionEvent | TurnEvent
