@@ -28,7 +28,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from iokit.cli_logging import configure_logging
-from peer.client import Peer, PeerConfig, PeerError
+from peer.adapters.peer import Peer, PeerConfig
+from peer.errors import PeerError
 from peer.identity import load_or_create
 
 MESSAGE = b"first message"

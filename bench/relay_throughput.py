@@ -24,8 +24,9 @@ and two CPUs, the relays run on the first CPU and the load generator on the seco
 relay, coturn included, has one core. Every process is killed at the end, also on error.
 
 Relays:
-  rendezvous-uvloop    python -m rendezvous --turn-secret ... (uvloop event loop)
-  rendezvous-asyncio   the same with --no-uvloop
+  rendezvous-uvloop    python -m rendezvous --turn-secret ... --event-loop uvloop (the default
+                       install's loop)
+  rendezvous-asyncio   the same with --event-loop asyncio
   coturn-mN            turnserver --relay-threads N (0 = single-threaded mode)
   coturn-auto          turnserver without --relay-threads (coturn's default)
 """
@@ -62,7 +63,7 @@ from benchlib import (  # noqa: E402
 
 from peer.events import Allocated, AllocationFailed, ChannelBindFailed, ChannelBound  # noqa: E402
 from peer.turn_client import TurnClient, TurnClientConfig  # noqa: E402
-from rendezvous.turn import rest_credentials  # noqa: E402
+from rendezvous.turn_auth import rest_credentials  # noqa: E402
 from stunproto.channel_data import encode_channel_data  # noqa: E402
 from stunproto.client import RetransmitPolicy  # noqa: E402
 
@@ -259,7 +260,10 @@ def build_relays(args: argparse.Namespace, tmp: Path) -> list[Relay]:
     py = sys.executable
     taken: set[int] = set()
     relays = [Relay("direct", None)] if args.baseline else []
-    for name, extra in (("rendezvous-uvloop", []), ("rendezvous-asyncio", ["--no-uvloop"])):
+    for name, extra in (
+        ("rendezvous-uvloop", ["--event-loop", "uvloop"]),
+        ("rendezvous-asyncio", ["--event-loop", "asyncio"]),
+    ):
         port, low = free_port(), free_range(RELAY_PORTS, taken)
         argv = [
             py, "-m", "rendezvous", "--listen", f"{HOST}:{port}", "--db", ":memory:",

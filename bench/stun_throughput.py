@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""STUN Binding throughput on loopback: our rendezvous (uvloop and plain asyncio) vs coturn.
+"""STUN Binding throughput on loopback: our rendezvous (as installed, and on plain asyncio) vs
+coturn.
 
     python bench/stun_throughput.py [--duration 3] [--runs 3] [--window 128]
 
@@ -12,8 +13,9 @@ of ours to coturn. With ``taskset`` and two or more CPUs, the servers are pinned
 the load generator to another. Every server is killed at the end, also on error.
 
 Servers:
-  rendezvous-uvloop    python -m rendezvous (uvloop event loop)
-  rendezvous-asyncio   python -m rendezvous --no-uvloop
+  rendezvous-default   python -m rendezvous: the event loop a default install runs (uvloop,
+                       a default dependency where it exists; --event-loop auto)
+  rendezvous-asyncio   python -m rendezvous --event-loop asyncio (plain asyncio)
   bare-uvloop/-asyncio a minimal DatagramProtocol answering plain Binding requests (the ceiling
                        of a Python responder; --no-baseline to skip)
   coturn-mN            turnserver -m N (N relay threads; 0 = single-threaded mode)
@@ -22,6 +24,7 @@ Servers:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -60,6 +63,11 @@ if use_uvloop:
 else:
     asyncio.run(main())
 """
+
+
+def default_loop() -> str:
+    """What ``rendezvous --event-loop auto`` picks in this interpreter."""
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio (no uvloop)"
 
 
 @dataclass
@@ -104,7 +112,10 @@ def build_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
     py = sys.executable
     limits = ["--rate", "1e9", "--burst", "1e9"]  # the per-source limit would cap the bench
     servers = []
-    for name, extra in (("rendezvous-uvloop", []), ("rendezvous-asyncio", ["--no-uvloop"])):
+    for name, extra in (
+        ("rendezvous-default", ["--event-loop", "auto"]),
+        ("rendezvous-asyncio", ["--event-loop", "asyncio"]),
+    ):
         port = free_port()
         argv = [py, "-m", "rendezvous", "--listen", f"{HOST}:{port}", *limits, *extra]
         servers.append(Server(name, argv, port))
@@ -197,7 +208,7 @@ def main() -> int:
         pinning = f"server CPU {server_cpu}, load CPU {client_cpu}"
     print(
         f"\nSTUN Binding on loopback: {args.runs} x {args.duration:g} s, window {args.window}, "
-        f"batch {args.batch}, {pinning}"
+        f"batch {args.batch}, {pinning}; rendezvous-default runs on {default_loop()}"
     )
     print(
         f"{'server':22}{'median req/s':>14}{'min':>10}{'max':>10}{'loss':>9}{'srv cpu':>9}"
@@ -215,7 +226,7 @@ def main() -> int:
     coturn = [n for n in by_name if n.startswith("coturn")]
     if coturn:
         ref = coturn[0]
-        for ours in ("rendezvous-uvloop", "rendezvous-asyncio"):
+        for ours in ("rendezvous-default", "rendezvous-asyncio"):
             if ours in by_name:
                 ratio = by_name[ours] / by_name[ref]
                 print(f"{ours} / {ref}: {ratio:.2f}")

@@ -11,14 +11,11 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from iokit.cli_logging import configure_logging
+from natprobe.errors import ArgumentError
 from natprobe.probe import ProbeConfig, probe
 from stunproto.attributes import Address
 
 DEFAULT_PORT = 3478
-
-
-class ArgumentError(Exception):
-    pass
 
 
 def resolve(text: str, default_port: int = DEFAULT_PORT) -> Address:

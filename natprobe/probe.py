@@ -1,4 +1,6 @@
-"""Run the NAT behaviour tests against a STUN server (asyncio; decisions live in report.py).
+"""Run the NAT behaviour tests against a STUN server (asyncio; the decisions are pure
+functions: which tests to run in plan.py, the verdicts in report.py, the lifetime search in
+lifetime.py).
 
 Tests run concurrently where they cannot disturb each other: filtering tests use their own
 fresh socket (so that the mapping tests' traffic to the alternate address cannot open the
@@ -17,6 +19,7 @@ from typing import Any
 
 from iokit.stun_endpoint import StunEndpoint, open_endpoint
 from natprobe import lifetime
+from natprobe.plan import plan_tests
 from natprobe.report import (
     Behaviour,
     NatReport,
@@ -24,6 +27,7 @@ from natprobe.report import (
     classic_type,
     filtering_behaviour,
     mapping_behaviour,
+    mapping_independence,
 )
 from stunproto import AttrType, ChangeRequest, MessageClass, Method, StunMessage
 from stunproto.attributes import Address
@@ -166,11 +170,10 @@ class _Prober:
             self.skipped["mapping"] = "no answer from the server's alternate address"
         return mapping_behaviour(first, mapped2, mapped3)
 
-    async def mapping_two_servers(self, endpoint: StunEndpoint, first: Address) -> bool | None:
-        assert self.config.second_server is not None
-        answer = await self.ask(
-            endpoint, binding_request(), self.config.second_server, silent=False
-        )
+    async def mapping_two_servers(
+        self, endpoint: StunEndpoint, first: Address, second_server: Address
+    ) -> bool | None:
+        answer = await self.ask(endpoint, binding_request(), second_server, silent=False)
         mapped = None if answer is None else mapped_address(answer.response)
         if mapped is None:
             self.skipped["mapping"] = "no answer from the second server"
@@ -306,44 +309,35 @@ async def _run_tests(
     async def nothing() -> Any:
         return None
 
-    no_alternate = "the server gives no OTHER-ADDRESS (no RFC 5780 support)"
-    if other is not None:
-        filtering_task = prober.filtering(other)
-        mapping_task = prober.mapping(main, mapped, other)
-    else:
-        skipped["filtering"] = no_alternate
-        filtering_task = nothing()
-        mapping_task = nothing()
-        if config.second_server is None:
-            skipped["mapping"] = no_alternate + "; pass a second server to test mapping"
+    plan = plan_tests(
+        has_alternate=other is not None,
+        has_second_server=config.second_server is not None,
+        hairpin=config.hairpin,
+        behind_nat=behind_nat,
+        lifetime=config.lifetime_max is not None,
+    )
+    skipped.update(plan.skipped)
+    # (The "is not None" tests repeat the plan's for the type checker.)
+    second, lifetime_max = config.second_server, config.lifetime_max
+    filtering_task = prober.filtering(other) if plan.filtering and other is not None else nothing()
+    mapping_task = (
+        prober.mapping(main, mapped, other) if plan.mapping and other is not None else nothing()
+    )
     independent_task = (
-        prober.mapping_two_servers(main, mapped)
-        if other is None and config.second_server is not None
+        prober.mapping_two_servers(main, mapped, second)
+        if plan.mapping_two_servers and second is not None
         else nothing()
     )
-    if not config.hairpin:
-        skipped["hairpin"] = "not asked for"
-        hairpin_task = nothing()
-    elif not behind_nat:
-        skipped["hairpin"] = "not behind a NAT"
-        hairpin_task = nothing()
-    else:
-        hairpin_task = prober.hairpin(main, mapped)
+    hairpin_task = prober.hairpin(main, mapped) if plan.hairpin else nothing()
     lifetime_task = (
-        prober.binding_lifetime(config.lifetime_max)
-        if config.lifetime_max is not None
+        prober.binding_lifetime(lifetime_max)
+        if plan.binding_lifetime and lifetime_max is not None
         else nothing()
     )
-    if config.lifetime_max is None:
-        skipped["binding_lifetime"] = "not asked for (use --lifetime MAX_SECONDS)"
     filtering, mapping, independent, hairpin, lifetime_result = await asyncio.gather(
         filtering_task, mapping_task, independent_task, hairpin_task, lifetime_task
     )
-    mapping_independent: bool | None = (
-        independent if mapping is None else mapping is Behaviour.ENDPOINT_INDEPENDENT
-    )
-    if not behind_nat:
-        mapping_independent = True
+    mapping_independent = mapping_independence(mapping, independent, behind_nat=behind_nat)
     binding_lifetime, lower_bound = (
         lifetime_result if lifetime_result is not None else (None, False)
     )

@@ -87,6 +87,19 @@ def classic_type(
     }[filtering]
 
 
+def mapping_independence(
+    mapping: Behaviour | None, two_servers: bool | None, *, behind_nat: bool
+) -> bool | None:
+    """Whether the mapping is endpoint-independent: from the RFC 5780 mapping test when it
+    reached a verdict, else from comparing two servers' answers (None: neither could
+    tell). Without a NAT nothing is mapped: independent."""
+    if not behind_nat:
+        return True
+    if mapping is None:
+        return two_servers
+    return mapping is Behaviour.ENDPOINT_INDEPENDENT
+
+
 def _endpoint(address: Address | None) -> str | None:
     if address is None:
         return None

@@ -21,8 +21,9 @@ True
 
 from netsim.app import Address, DatagramApp
 from netsim.nat import BindingInfo, NatConfig, NatTable
-from netsim.network import Host, Link, Nat, Network
-from netsim.trace import DropReason, Stats, TraceEvent, TraceKind
+from netsim.network import Network
+from netsim.nodes import Host, Link, Nat
+from netsim.tracing import DropReason, Stats, TraceEvent, TraceKind
 
 __all__ = [
     "Address",

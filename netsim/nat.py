@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from netsim.app import Address
-from netsim.trace import DropReason
+from netsim.tracing import DropReason
 
 Behaviour = Literal["endpoint-independent", "address-dependent", "address-and-port-dependent"]
 PortAllocation = Literal["preserve", "sequential", "random"]

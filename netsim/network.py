@@ -21,28 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from netsim.app import Address, DatagramApp
-from netsim.nat import BindingInfo, NatConfig, NatTable
-from netsim.trace import DropReason, Stats, TraceEvent, TraceKind
+from netsim.nat import NatConfig
+from netsim.nodes import BoundSocket, Host, Link, Nat, Realm
+from netsim.tracing import DropReason, Stats, TraceEvent, TraceKind
 
-EPHEMERAL_PORTS = (49152, 65535)
 # A timer that keeps asking to fire at the same instant without time advancing is a bug in
 # the app (it never clears it); fail loudly rather than spin forever.
 _MAX_TIMER_FIRES_AT_ONE_INSTANT = 10_000
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Link:
-    """The link from a host or NAT to the router of the realm it sits in (both ways)."""
-
-    delay: float = 0.0  # one-way, seconds
-    jitter: float = 0.0  # each crossing adds uniform(0, jitter); may reorder packets
-    loss: float = 0.0  # percent (0..100) of crossings dropped, each direction independently
-
-    def __post_init__(self) -> None:
-        if self.delay < 0 or self.jitter < 0:
-            raise ValueError("delay and jitter must be >= 0")
-        if not 0 <= self.loss <= 100:
-            raise ValueError("loss must be a percentage 0..100")
 
 
 @dataclass(slots=True, eq=False)
@@ -53,119 +38,6 @@ class _Packet:
     dst: Address
 
 
-class _Realm:
-    def __init__(self, nat: Nat | None) -> None:
-        self.nat = nat  # the NAT this realm is the inside of; None for the internet
-        self.nodes: dict[str, Host | Nat] = {}
-
-
-@dataclass(slots=True, eq=False)
-class _Socket:
-    host: Host
-    address: Address
-    app: DatagramApp
-    timer_at: float | None = None
-    timer_gen: int = 0  # bumped on every reschedule; stale heap entries are skipped
-    fires_at_instant: int = 0
-    last_fire: float = -1.0
-    closed: bool = False
-
-
-class Host:
-    def __init__(self, net: Network, name: str, ips: list[str], realm: _Realm, link: Link):
-        self.name = name
-        self.ips = ips
-        self.link = link  # replace freely mid-run to change conditions
-        self._net = net
-        self._realm = realm
-        self._sockets: dict[Address, _Socket] = {}
-        self._next_ephemeral = EPHEMERAL_PORTS[0]
-
-    @property
-    def ip(self) -> str:
-        return self.ips[0]
-
-    @property
-    def behind(self) -> Nat | None:
-        return self._realm.nat
-
-    def bind(self, app: DatagramApp, port: int = 0, *, ip: str | None = None) -> Address:
-        """Bind ``app`` to ``ip:port`` (primary IP; port 0 = next free ephemeral port) and
-        service it once, so datagrams it queued before binding go out now."""
-        ip = self.ip if ip is None else ip
-        if ip not in self.ips:
-            raise ValueError(f"{self.name} has no address {ip}")
-        if port == 0:
-            port = self._ephemeral(ip)
-        address = (ip, port)
-        if address in self._sockets:
-            raise ValueError(f"{ip}:{port} already bound on {self.name}")
-        sock = _Socket(self, address, app)
-        self._sockets[address] = sock
-        self._net._register(sock)
-        self._net._service_host(self)
-        return address
-
-    def _ephemeral(self, ip: str) -> int:
-        lo, hi = EPHEMERAL_PORTS
-        for _ in range(hi - lo + 1):
-            port = self._next_ephemeral
-            self._next_ephemeral = lo if port == hi else port + 1
-            if (ip, port) not in self._sockets:
-                return port
-        raise RuntimeError(f"{self.name}: no free ephemeral port")
-
-    def __repr__(self) -> str:
-        return f"Host({self.name!r}, {self.ip!r})"
-
-
-class Nat:
-    def __init__(
-        self, net: Network, name: str, public_ip: str, config: NatConfig, outer: _Realm, link: Link
-    ):
-        self.name = name
-        self.link = link
-        self.table = NatTable(config, public_ip, net.rng)
-        self._net = net
-        self._outer = outer
-        self._inside = _Realm(self)
-
-    @property
-    def config(self) -> NatConfig:
-        return self.table.config
-
-    @property
-    def public_ip(self) -> str:
-        return self.table.public_ip
-
-    @property
-    def behind(self) -> Nat | None:
-        return self._outer.nat
-
-    def bindings(self) -> list[BindingInfo]:
-        """Live bindings at the network's current time."""
-        return self.table.bindings(self._net.now)
-
-    def flush(self) -> None:
-        """Forget all bindings (a reboot)."""
-        self.table.flush()
-
-    def change_public_ip(self, ip: str) -> None:
-        """Renumber the WAN side; every binding is lost, as when a router's lease changes."""
-        if ip == self.public_ip:
-            self.table.flush()
-            return
-        if ip in self._inside.nodes:
-            raise ValueError(f"address {ip} already in use on {self.name}'s LAN")
-        self._net._claim(self._outer, ip, self)
-        del self._outer.nodes[self.public_ip]
-        self.table.public_ip = ip
-        self.table.flush()
-
-    def __repr__(self) -> str:
-        return f"Nat({self.name!r}, {self.public_ip!r})"
-
-
 class Network:
     def __init__(self, *, rng: random.Random, record_trace: bool = False) -> None:
         self.rng = rng
@@ -173,11 +45,11 @@ class Network:
         self.stats = Stats()
         self.trace: list[TraceEvent] = []
         self._record = record_trace
-        self._internet = _Realm(None)
+        self._internet = Realm(None)
         self._queue: list[tuple[float, int, Callable[..., None], Any]] = []
         self._seq = 0
         self._packet_ids = 0
-        self._by_app: dict[int, _Socket] = {}  # id(app): apps need not be hashable
+        self._by_app: dict[int, BoundSocket] = {}  # id(app): apps need not be hashable
         self.hosts: dict[str, Host] = {}
         self.nats: dict[str, Nat] = {}
 
@@ -250,24 +122,24 @@ class Network:
         if name in self.hosts or name in self.nats:
             raise ValueError(f"duplicate node name {name!r}")
 
-    def _realm(self, behind: Nat | None) -> _Realm:
+    def _realm(self, behind: Nat | None) -> Realm:
         if behind is None:
             return self._internet
         if behind._net is not self:
             raise ValueError("that NAT belongs to another network")
         return behind._inside
 
-    def _check_free(self, realm: _Realm, ip: str) -> None:
+    def _check_free(self, realm: Realm, ip: str) -> None:
         # Addresses are unique within a realm; realms are separate address spaces, so two
         # LANs may both use 192.168.1.2.
         if ip in realm.nodes or (realm.nat is not None and ip == realm.nat.public_ip):
             raise ValueError(f"address {ip} already in use in that realm")
 
-    def _claim(self, realm: _Realm, ip: str, node: Host | Nat) -> None:
+    def _claim(self, realm: Realm, ip: str, node: Host | Nat) -> None:
         self._check_free(realm, ip)
         realm.nodes[ip] = node
 
-    def _register(self, sock: _Socket) -> None:
+    def _register(self, sock: BoundSocket) -> None:
         if id(sock.app) in self._by_app:
             raise ValueError("that app is already bound; one app object per socket")
         self._by_app[id(sock.app)] = sock
@@ -332,7 +204,7 @@ class Network:
         for sock in list(host._sockets.values()):
             self._service(sock)
 
-    def _service(self, sock: _Socket) -> None:
+    def _service(self, sock: BoundSocket) -> None:
         now = self.now
         for data, dst in sock.app.datagrams_to_send(now):
             self._send(sock, data, dst)
@@ -343,7 +215,7 @@ class Network:
             if at is not None:
                 self._schedule(max(at, now), self._on_timer, (sock, sock.timer_gen))
 
-    def _on_timer(self, arg: tuple[_Socket, int]) -> None:
+    def _on_timer(self, arg: tuple[BoundSocket, int]) -> None:
         sock, gen = arg
         if sock.closed or gen != sock.timer_gen:
             return
@@ -373,7 +245,7 @@ class Network:
 
     # -- forwarding ----------------------------------------------------------------------
 
-    def _send(self, sock: _Socket, data: bytes, dst: Address) -> None:
+    def _send(self, sock: BoundSocket, data: bytes, dst: Address) -> None:
         self._packet_ids += 1
         pkt = _Packet(self._packet_ids, data, sock.address, dst)
         self.stats.sent += 1
@@ -398,7 +270,7 @@ class Network:
         delay = link.delay + (self.rng.uniform(0, link.jitter) if link.jitter else 0.0)
         self._schedule(self.now + delay, handler, arg)
 
-    def _arrive(self, arg: tuple[_Realm, _Packet]) -> None:
+    def _arrive(self, arg: tuple[Realm, _Packet]) -> None:
         """The packet is at the router of ``realm``: forward it one hop."""
         realm, pkt = arg
         node = realm.nodes.get(pkt.dst[0])

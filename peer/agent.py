@@ -1,18 +1,27 @@
 """Sans-I/O peer: the rendezvous client and every peer session, sharing one UDP socket.
 
 Fed with datagrams and timer ticks, drained for datagrams and events; the asyncio adapter
-(peer.client) and the in-process simulator (netsim) drive the very same object.
+(peer.adapters.peer) and the in-process simulator (netsim) drive the very same object.
+
+Every datagram carries its route (peer.routes): in, the socket it arrived on (``DIRECT``,
+``ExtraSocket(i)``, ``TCP``); out, the socket to send it from. The agent decides the way:
+what a session sends through our relay allocation goes into the TURN client here, and what
+the rendezvous and its relay get goes over the TCP connection when the agent was
+configured so (``over_tcp``).
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from peer.errors import LocalProtocolError
 from peer.events import (
+    AgentEvent,
     Allocated,
     Connected,
     ConnectFailed,
@@ -22,20 +31,17 @@ from peer.events import (
     LoginFailed,
     PathChanged,
     PathKind,
-    RvEvent,
     SessionClosed,
-    SessionEvent,
-    TurnEvent,
 )
+from peer.handshake import PEER_PACKET_TYPES
 from peer.known_peers import KeyChanged, KnownPeers, Verdict
 from peer.rendezvous_client import RendezvousClient, RendezvousClientConfig
-from peer.session import PEER_PACKET_TYPES, PeerSession, SessionConfig, untagged, via_relay
+from peer.routes import DIRECT, RELAY, TCP, ExtraSocket, Transmit, Via
+from peer.session import PeerSession, SessionConfig
 from peer.turn_client import TurnClient, TurnClientConfig
 from rvproto.keys import PublicKeyError
 from stunproto.attributes import Address
 from stunproto.channel_data import is_channel_data
-
-AgentEvent = RvEvent | SessionEvent | TurnEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +52,14 @@ class AgentConfig:
     # Everything to other peers goes through our relay allocation: for a peer that can
     # reach only the rendezvous (UDP blocked, TURN over TCP).
     relay_only: bool = False
+    # The rendezvous (and its relay, at the same address) over the TCP connection rather
+    # than UDP: the datagrams to it go out with the route TCP.
+    over_tcp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.over_tcp and not self.relay_only:
+            # Over TCP only the rendezvous is reachable: other peers only through the relay.
+            raise LocalProtocolError("over_tcp needs relay_only")
 
 
 class PeerAgent:
@@ -53,12 +67,11 @@ class PeerAgent:
         self,
         config: AgentConfig,
         *,
-        sign: object,
+        sign: Callable[[bytes], bytes],
         static: X25519PrivateKey,
         known_peers: KnownPeers | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        assert callable(sign)
         self.config = config
         self.rendezvous = RendezvousClient(config.rendezvous, sign)
         self._static = static
@@ -88,10 +101,13 @@ class PeerAgent:
 
     # ------------------------------------------------------------------ sans-I/O
 
-    def receive_datagram(self, data: bytes, source: Address, now: float) -> bool:
+    def receive_datagram(self, data: bytes, source: Address, now: float, via: Via = DIRECT) -> bool:
+        """``via``: the socket it came in on (the punching socket, an extra socket, TCP)."""
         if not data:
             return False
         if data[0] < 0x40 or is_channel_data(data):
+            if isinstance(via, ExtraSocket):
+                return False  # the rendezvous and the relay talk to the punching socket only
             # The rendezvous and the relay may share one address (the embedded relay):
             # each claims only its own transactions and methods.
             consumed = self.rendezvous.receive_datagram(data, source, now)
@@ -102,16 +118,16 @@ class PeerAgent:
             return consumed
         if data[0] not in PEER_PACKET_TYPES:
             return False
-        return self._to_sessions(data, source, now)
+        return self._to_sessions(data, source, via, now)
 
-    def _to_sessions(self, data: bytes, source: Address, now: float) -> bool:
-        # Sessions are few: the one already using this address first, then the others
-        # (a handshake, or a peer that roamed to a new address).
-        for same_address in (True, False):
+    def _to_sessions(self, data: bytes, source: Address, via: Via, now: float) -> bool:
+        # Sessions are few: the one already using this route first, then the others (a
+        # handshake, or a peer that roamed to a new address).
+        for same_route in (True, False):
             for session in self.sessions.values():
-                if (session.remote == source) is same_address and session.receive_datagram(
-                    data, source, now
-                ):
+                route = session.route
+                here = route is not None and route.matches(source, via)
+                if here is same_route and session.receive_datagram(data, source, now, via):
                     self._collect(session, now)
                     return True
         return False
@@ -135,21 +151,32 @@ class PeerAgent:
         timers += [session.get_timer() for session in self.sessions.values()]
         return min((t for t in timers if t is not None), default=None)
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        out = self.rendezvous.datagrams_to_send(now)
+    def datagrams_to_send(self, now: float) -> list[Transmit]:
+        """(data, destination, the socket to send it from)."""
+        out = self._to_server(self.rendezvous.datagrams_to_send(now))
+        relay_only = self.config.relay_only
         for session in [*self.sessions.values(), *self._closing]:
-            for data, destination in session.datagrams_to_send(now):
-                address, relayed = untagged(destination)
-                if not relayed and not self.config.relay_only:
-                    out.append((data, address))
+            for data, address, via in session.datagrams_to_send(now):
+                if via != RELAY and not relay_only:
+                    out.append((data, address, via))
                 elif self.turn is not None:
                     self.turn.send(data, address, now)  # through our relay
             self._collect(session, now)
         self._closing = []
         if self.turn is not None:
-            out += self.turn.datagrams_to_send(now)
+            out += self._to_server(self.turn.datagrams_to_send(now))
             self._collect_turn(now)
         return out
+
+    def _to_server(self, datagrams: list[tuple[bytes, Address]]) -> list[Transmit]:
+        """The rendezvous's and the relay's datagrams: over TCP when so configured (to the
+        rendezvous's address: only it is at the other end of the connection)."""
+        if not self.config.over_tcp:
+            return [(data, address, DIRECT) for data, address in datagrams]
+        server = self.config.rendezvous.server
+        return [
+            (data, address, TCP if address == server else DIRECT) for data, address in datagrams
+        ]
 
     def next_event(self) -> AgentEvent | None:
         return self._events.popleft() if self._events else None
@@ -181,11 +208,11 @@ class PeerAgent:
             return
         while (event := self.turn.next_event()) is not None:
             if isinstance(event, DataReceived):
-                # A peer reached us through our relay: hand it to the sessions as coming
-                # from a tagged address, so answers go back through the relay.
-                data, source = event.data, via_relay(event.peer)
+                # A peer reached us through our relay: hand it to the sessions with the
+                # route RELAY, so answers go back through the relay.
+                data = event.data
                 if data and data[0] in PEER_PACKET_TYPES:
-                    self._to_sessions(data, source, now)
+                    self._to_sessions(data, event.peer, RELAY, now)
                 continue
             if isinstance(event, Allocated):
                 self.rendezvous.set_relayed(event.relayed, now)
@@ -223,11 +250,8 @@ class PeerAgent:
                 event.received_at,
                 config=self.config.session,
                 rng=self._rng,
-                # A relay-only peer sends everything through its allocation: no birthday
-                # trick (its extra sockets could not reach anyone).
-                own_nat_type="relay-only"
-                if self.config.relay_only
-                else self.config.rendezvous.nat_type,
+                own_nat_type=self.config.rendezvous.nat_type,
+                relay_only=self.config.relay_only,
             )
         except PublicKeyError:
             return  # a key with no X25519 form (the server refuses those; be safe anyway)
@@ -240,10 +264,8 @@ class PeerAgent:
         if self.turn is None or self.turn.relayed is None:
             return
         for address in (session.introduction.public_endpoint, session.remote):
-            if address is not None:
-                real, _ = untagged(address)
-                if not self.turn.has_permission(real[0], now):
-                    self.turn.create_permission(real[0], now)
+            if address is not None and not self.turn.has_permission(address[0], now):
+                self.turn.create_permission(address[0], now)
 
     def _collect(self, session: PeerSession, now: float) -> None:
         while (event := session.next_event()) is not None:

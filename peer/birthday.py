@@ -9,10 +9,10 @@ hard side's public IP, each opening its filter for that port. With 256 hard-side
 but certain: 1 - (1 - 256/64512)^2048 > 99.9%. Counts and rates are bounded and
 configurable; punching stops at the first success like any other.
 
-Sans-I/O: datagrams for the hard side's extra sockets carry a tagged destination (socket
-index in the address), which the I/O adapter turns into "send from extra socket i"; what
-arrives on such a socket comes back tagged the same way, so a session that connects through
-socket i keeps answering through it.
+Sans-I/O: datagrams for the hard side's extra sockets go out with the route
+``ExtraSocket(i)`` beside the destination (peer.routes), which the I/O adapter turns into
+"send from extra socket i"; what arrives on such a socket comes back with the same route,
+so a session that connects through socket i keeps answering through it.
 """
 
 from __future__ import annotations
@@ -21,22 +21,9 @@ import random
 from dataclasses import dataclass, field
 from enum import Enum
 
+from natprobe.report import NatType
+from peer.routes import DIRECT, ExtraSocket, Transmit
 from stunproto.attributes import Address
-
-SOCKET_TAG = "sock"
-
-
-def via_socket(index: int, address: Address) -> Address:
-    return (f"{SOCKET_TAG}{index}|{address[0]}", address[1])
-
-
-def split_socket(address: Address) -> tuple[int | None, Address]:
-    """(extra socket index or None, the real address)."""
-    host = address[0]
-    if not host.startswith(SOCKET_TAG) or "|" not in host:
-        return None, address
-    index, real = host[len(SOCKET_TAG) :].split("|", 1)
-    return int(index), (real, address[1])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,11 +45,11 @@ class BirthdayRole(Enum):
     EASY = "easy"  # we are behind the port-restricted cone
 
 
-def role_for(own_nat: str, other_nat: str) -> BirthdayRole:
+def role_for(own_nat: NatType, other_nat: NatType) -> BirthdayRole:
     """Only the pair that plain punching cannot do and the birthday trick can."""
-    if own_nat == "symmetric" and other_nat == "port-restricted-cone":
+    if own_nat is NatType.SYMMETRIC and other_nat is NatType.PORT_RESTRICTED_CONE:
         return BirthdayRole.HARD
-    if own_nat == "port-restricted-cone" and other_nat == "symmetric":
+    if own_nat is NatType.PORT_RESTRICTED_CONE and other_nat is NatType.SYMMETRIC:
         return BirthdayRole.EASY
     return BirthdayRole.NONE
 
@@ -81,15 +68,21 @@ class Birthday:
         self._rng = rng
         self._ticks = 0
         self.sent = 0  # probes sent so far (easy side)
+        # Built once: the hard side sends from every socket each few ticks.
+        self._sockets = (
+            tuple(ExtraSocket(i) for i in range(config.sockets))
+            if role is BirthdayRole.HARD
+            else ()
+        )
 
-    def extra(self, packet: bytes) -> list[tuple[bytes, Address]]:
+    def extra(self, packet: bytes) -> list[Transmit]:
         """What to send in addition to ordinary punching at this punch tick."""
         tick, self._ticks = self._ticks, self._ticks + 1
         config = self.config
         if self.role is BirthdayRole.HARD:
             if tick % config.resend_every:
                 return []
-            return [(packet, via_socket(i, self._target)) for i in range(config.sockets)]
+            return [(packet, self._target, via) for via in self._sockets]
         if self.role is BirthdayRole.EASY and self.sent < config.probes:
             if tick == 0 and config.predict:
                 base = self._target[1]
@@ -99,5 +92,5 @@ class Birthday:
                 ports = self._rng.sample(config.ports, count)
             ports = ports[: config.probes - self.sent]
             self.sent += len(ports)
-            return [(packet, (self._target[0], port)) for port in ports]
+            return [(packet, (self._target[0], port), DIRECT) for port in ports]
         return []

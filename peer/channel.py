@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from peer.errors import RemoteProtocolError
 from peer.noise import TransportKeys
 
 __all__ = [
@@ -53,7 +54,7 @@ _NONCE_PREFIX = b"\x00\x00\x00\x00"
 _BLOCK_BITS = 64
 
 
-class ChannelError(ValueError):
+class ChannelError(RemoteProtocolError, ValueError):
     """A datagram that is malformed, forged, replayed, or too old (or a spent counter)."""
 
 

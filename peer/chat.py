@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from peer.client import Connection, Peer, PeerConfig, PeerError
+from peer.adapters.peer import Connection, Peer, PeerConfig
+from peer.errors import PeerError
 from peer.events import PathChanged
 from peer.identity import Identity
 from peer.known_peers import KnownPeers
@@ -70,8 +71,8 @@ async def run_chat(options: ChatOptions) -> int:
                 f"{_endpoint(me.public_endpoint)}, NAT {me.nat_type}, via {me.transport}",
                 name=options.name,
                 public=_endpoint(me.public_endpoint),
-                nat_type=me.nat_type,
-                transport=me.transport,
+                nat_type=str(me.nat_type),
+                transport=str(me.transport),
             )
             if options.to is not None:
                 conn = await me.connect(options.to, timeout=options.connect_timeout)

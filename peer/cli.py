@@ -13,14 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from iokit.cli_logging import configure_logging
-from natprobe.cli import ArgumentError, resolve
+from natprobe.cli import resolve
+from natprobe.errors import ArgumentError
 from natprobe.probe import ProbeConfig, probe, route_local_ip
 from natprobe.report import NatReport
+from peer.adapters.peer import PeerConfig
+from peer.adapters.punch_socket import PunchSocket
 from peer.chat import ChatOptions, run_chat
-from peer.client import PeerConfig
 from peer.identity import IdentityError, load_or_create
 from peer.known_peers import KnownPeers, KnownPeersError
-from peer.socket import PunchSocket
+from peer.startup import Transport
 from stunproto.attributes import Address
 
 
@@ -78,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument(
         "--transport",
-        choices=("auto", "udp", "tcp"),
-        default="auto",
+        choices=[str(transport) for transport in Transport],
+        default=str(Transport.AUTO),
         help="how to reach the rendezvous: auto tries UDP and falls back to TCP, relaying "
         "everything, when UDP gets no answer (default %(default)s)",
     )
@@ -107,7 +109,7 @@ def _chat(args: argparse.Namespace, server: Address) -> int:
         probe_nat=not args.no_probe,
         probe_lifetime=args.probe_lifetime,
         keepalive=args.keepalive,
-        transport=args.transport,
+        transport=Transport(args.transport),
     )
     options = ChatOptions(
         server=server,

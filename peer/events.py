@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from peer.routes import DIRECT, Via
 from rvproto.messages import Introduction
 from stunproto.attributes import Address
 
@@ -159,6 +160,7 @@ class Connected:
     remote: Address
     elapsed: float  # from introduction to proof of the path both ways
     note: str = ""  # why this path, when it is worth saying (e.g. relaying at once)
+    via: Via = DIRECT  # how ``remote`` is reached (our relay, an extra socket, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,7 @@ class PathChanged:
     peer: str
     path: PathKind
     remote: Address
+    via: Via = DIRECT
 
 
 @dataclass(frozen=True, slots=True)

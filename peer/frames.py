@@ -5,8 +5,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from peer.errors import RemoteProtocolError
 
-class FrameError(ValueError):
+
+class FrameError(RemoteProtocolError, ValueError):
     """A decrypted datagram that is not a well-formed frame (a bug or a hostile peer)."""
 
 

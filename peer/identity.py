@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from peer.errors import PeerError
+
 __all__ = [
     "Identity",
     "IdentityError",
@@ -39,7 +41,7 @@ PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 
 
-class IdentityError(ValueError):
+class IdentityError(PeerError, ValueError):
     """A malformed or unsafe identity: bad key bytes, bad key file, or loose permissions."""
 
 

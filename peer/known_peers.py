@@ -22,16 +22,17 @@ import os
 import stat
 from pathlib import Path
 
+from peer.errors import PeerError
 from peer.identity import PUBLIC_KEY_SIZE, fingerprint
 
 __all__ = ["KeyChanged", "KnownPeers", "KnownPeersError", "Verdict"]
 
 
-class KnownPeersError(ValueError):
+class KnownPeersError(PeerError, ValueError):
     """A malformed known-peers file (with path and line number), bad name/key, or loose mode."""
 
 
-class KeyChanged(Exception):
+class KeyChanged(PeerError):
     """A pinned peer presented a different key. Never continue silently."""
 
     def __init__(self, name: str, old: bytes, new: bytes, path: Path | None = None) -> None:

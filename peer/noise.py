@@ -1,9 +1,9 @@
 """Noise IK handshake (``Noise_IK_25519_ChaChaPoly_BLAKE2s``), sans-I/O, on ``cryptography``.
 
 The framework objects follow the Noise specification, revision 34, section 5: a
-:class:`CipherState` (k, n), a :class:`SymmetricState` (ck, h, HKDF over HMAC-HASH) and a
-:class:`HandshakeState` that interprets message-pattern tokens. Only the IK pattern is
-wired up::
+:class:`CipherState` (k, n) and a :class:`SymmetricState` (ck, h, HKDF over HMAC-HASH),
+both in peer.noise_symmetric, and here the :class:`HandshakeState` that interprets
+message-pattern tokens. Only the IK pattern is wired up::
 
     IK:
       <- s
@@ -25,16 +25,20 @@ Two properties matter to callers:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from peer.noise_symmetric import (
+    DHLEN,
+    HASHES,
+    TAGLEN,
+    CipherState,
+    NoiseError,
+    SymmetricState,
+)
 
 __all__ = [
     "CipherState",
@@ -47,27 +51,13 @@ __all__ = [
     "TransportKeys",
 ]
 
-DHLEN = 32
-TAGLEN = 16
-KEYLEN = 32
 MAX_MESSAGE = 65535  # Noise section 3: every message, handshake or transport, fits in 64 KiB.
-_MAX_NONCE = 2**64 - 1  # reserved by the spec; reaching it means the key is exhausted
 
-_HASHES: dict[str, Callable[..., Any]] = {
-    "BLAKE2s": hashlib.blake2s,
-    "BLAKE2b": hashlib.blake2b,
-    "SHA256": hashlib.sha256,
-    "SHA512": hashlib.sha512,
-}
 
 # Pattern tokens. Pre-messages are (initiator's, responder's); messages alternate starting
 # with the initiator.
 _IK_PREMESSAGES: tuple[tuple[str, ...], tuple[str, ...]] = ((), ("s",))
 _IK_MESSAGES: tuple[tuple[str, ...], ...] = (("e", "es", "s", "ss"), ("e", "ee", "se"))
-
-
-class NoiseError(ValueError):
-    """A handshake message that is malformed, forged, or arrives out of turn."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,8 +67,8 @@ class NoiseConfig:
     hash_name: str = "BLAKE2s"
 
     def __post_init__(self) -> None:
-        if self.hash_name not in _HASHES:
-            raise NoiseError(f"unsupported hash {self.hash_name!r}; pick one of {list(_HASHES)}")
+        if self.hash_name not in HASHES:
+            raise NoiseError(f"unsupported hash {self.hash_name!r}; pick one of {list(HASHES)}")
 
     @property
     def protocol_name(self) -> str:
@@ -99,114 +89,6 @@ class TransportKeys:
 
     def __repr__(self) -> str:
         return f"TransportKeys(handshake_hash={self.handshake_hash.hex()})"
-
-
-def _nonce(n: int) -> bytes:
-    # ChaChaPoly nonce (Noise section 12.3): 32 zero bits, then n as 64-bit little-endian.
-    return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
-
-
-class CipherState:
-    """Noise section 5.1: an optional key and a message counter."""
-
-    __slots__ = ("_aead", "k", "n")
-
-    def __init__(self, k: bytes | None = None, n: int = 0) -> None:
-        self.k = k
-        self.n = n
-        self._aead = ChaCha20Poly1305(k) if k is not None else None
-
-    def has_key(self) -> bool:
-        return self.k is not None
-
-    def copy(self) -> CipherState:
-        return CipherState(self.k, self.n)
-
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
-        if self._aead is None:
-            return plaintext
-        if self.n >= _MAX_NONCE:
-            raise NoiseError("nonce exhausted")
-        ciphertext = self._aead.encrypt(_nonce(self.n), plaintext, ad)
-        self.n += 1
-        return ciphertext
-
-    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
-        if self._aead is None:
-            return ciphertext
-        if self.n >= _MAX_NONCE:
-            raise NoiseError("nonce exhausted")
-        try:
-            plaintext = self._aead.decrypt(_nonce(self.n), ciphertext, ad)
-        except InvalidTag:
-            # n stays put on failure (section 5.1), so the next genuine message still opens.
-            raise NoiseError("authentication failed") from None
-        self.n += 1
-        return plaintext
-
-
-class SymmetricState:
-    """Noise section 5.2: chaining key, handshake hash, and the current CipherState."""
-
-    __slots__ = ("_hash", "cipher", "ck", "h", "hashlen")
-
-    def __init__(self, protocol_name: bytes, hash_name: str) -> None:
-        self._hash = _HASHES[hash_name]
-        self.hashlen: int = self._hash().digest_size
-        if len(protocol_name) <= self.hashlen:
-            self.h = protocol_name.ljust(self.hashlen, b"\x00")
-        else:
-            self.h = self._digest(protocol_name)
-        self.ck = self.h
-        self.cipher = CipherState()
-
-    def copy(self) -> SymmetricState:
-        clone = SymmetricState.__new__(SymmetricState)
-        clone._hash = self._hash
-        clone.hashlen = self.hashlen
-        clone.h = self.h
-        clone.ck = self.ck
-        clone.cipher = self.cipher.copy()
-        return clone
-
-    def _digest(self, data: bytes) -> bytes:
-        digest: bytes = self._hash(data).digest()
-        return digest
-
-    def _hmac(self, key: bytes, data: bytes) -> bytes:
-        return hmac.new(key, data, self._hash).digest()
-
-    def hkdf(self, ikm: bytes, outputs: int) -> tuple[bytes, ...]:
-        """Noise section 4.3 HKDF: HMAC-HASH extract with ck, then 2 or 3 expand blocks."""
-        temp_key = self._hmac(self.ck, ikm)
-        out: list[bytes] = []
-        previous = b""
-        for i in range(1, outputs + 1):
-            previous = self._hmac(temp_key, previous + bytes([i]))
-            out.append(previous)
-        return tuple(out)
-
-    def mix_key(self, ikm: bytes) -> None:
-        self.ck, temp_k = self.hkdf(ikm, 2)
-        # 64-byte hashes yield 64-byte outputs; the cipher key is the first 32 (section 5.2).
-        self.cipher = CipherState(temp_k[:KEYLEN])
-
-    def mix_hash(self, data: bytes) -> None:
-        self.h = self._digest(self.h + data)
-
-    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
-        ciphertext = self.cipher.encrypt_with_ad(self.h, plaintext)
-        self.mix_hash(ciphertext)
-        return ciphertext
-
-    def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
-        plaintext = self.cipher.decrypt_with_ad(self.h, ciphertext)
-        self.mix_hash(ciphertext)
-        return plaintext
-
-    def split(self) -> tuple[bytes, bytes]:
-        k1, k2 = self.hkdf(b"", 2)
-        return k1[:KEYLEN], k2[:KEYLEN]
 
 
 def _dh(private: X25519PrivateKey, public: bytes) -> bytes:

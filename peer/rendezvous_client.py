@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from natprobe.report import NatType
+from peer.errors import LocalProtocolError
 from peer.events import (
     ConnectFailed,
     Introduced,
@@ -32,6 +34,32 @@ from stunproto.client import ResponseReceived, RetransmitPolicy, StunClient, Tra
 from stunproto.message import is_stun, new_transaction_id
 
 
+# What each transaction in flight is for: one frozen dataclass per kind of request.
+@dataclass(frozen=True, slots=True)
+class LoginRequest:
+    """The first login message: asks for a challenge."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedLoginRequest:
+    """The login with the signed challenge (and our endpoints, NAT type, RTT)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """Asks the server to introduce us to ``name``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRequest:
+    """Keeps the registration (and tells the server our relayed endpoint)."""
+
+
+RvRequest = LoginRequest | SignedLoginRequest | ConnectRequest | RefreshRequest
+
+
 class LoginState(Enum):
     IDLE = "idle"
     CHALLENGED = "challenged"  # asked for a challenge, waiting
@@ -46,7 +74,7 @@ class RendezvousClientConfig:
     name: str
     public_key: bytes
     private_endpoints: tuple[Address, ...] = ()
-    nat_type: str = "unknown"
+    nat_type: NatType = NatType.UNKNOWN
     # None: a third of the registration lifetime the server grants
     refresh_interval: float | None = None
     policy: RetransmitPolicy = field(
@@ -59,7 +87,7 @@ class RendezvousClient:
         self.config = config
         self._sign = sign
         self._stun = StunClient(policy=config.policy, codecs=RV_CODECS)
-        self._purpose: dict[bytes, tuple[str, str]] = {}  # transaction id -> (kind, detail)
+        self._purpose: dict[bytes, RvRequest] = {}  # by transaction id
         self._events: deque[RvEvent] = deque()
         self._outbox: list[tuple[bytes, Address]] = []
         self.state = LoginState.IDLE
@@ -77,15 +105,15 @@ class RendezvousClient:
     def login(self, now: float) -> None:
         self.state = LoginState.CHALLENGED
         request = self._request(RvMethod.LOGIN, *self._identity_attributes())
-        self._start(request, now, ("login", ""))
+        self._start(request, now, LoginRequest())
 
     def connect(self, name: str, now: float) -> None:
         if self.state is not LoginState.LOGGED_IN:
-            raise RuntimeError("log in before connecting")
+            raise LocalProtocolError("log in before connecting")
         request = self._request(
             RvMethod.CONNECT, (AttrType.USERNAME, self.config.name), (RvAttr.PEER_NAME, name)
         )
-        self._start(request, now, ("connect", name), integrity=True)
+        self._start(request, now, ConnectRequest(name), integrity=True)
 
     def set_relayed(self, relayed: Address, now: float) -> None:
         """Tell the server our relay allocation (it passes it on in introductions)."""
@@ -164,7 +192,7 @@ class RendezvousClient:
         self,
         request: StunMessage,
         now: float,
-        purpose: tuple[str, str],
+        purpose: RvRequest,
         *,
         integrity: bool = False,
     ) -> None:
@@ -173,43 +201,47 @@ class RendezvousClient:
         self._start_encoded(request.transaction_id, data, now, purpose)
 
     def _start_encoded(
-        self, transaction_id: bytes, data: bytes, now: float, purpose: tuple[str, str]
+        self, transaction_id: bytes, data: bytes, now: float, purpose: RvRequest
     ) -> None:
         self._stun.send_encoded(transaction_id, data, self.config.server, now)
         self._purpose[transaction_id] = purpose
 
     def _process_events(self, now: float) -> None:
         while (event := self._stun.next_event()) is not None:
-            kind, detail = self._purpose.pop(event.transaction_id, ("", ""))
+            purpose = self._purpose.pop(event.transaction_id, None)
+            if purpose is None:
+                continue
             if isinstance(event, TransactionTimedOut):
-                self._on_timeout(kind, detail)
+                self._on_timeout(purpose)
             else:
-                self._on_response(kind, detail, event, now)
+                self._on_response(purpose, event, now)
 
-    def _on_timeout(self, kind: str, detail: str) -> None:
-        if kind in ("login", "login-signed"):
-            self.state = LoginState.FAILED
-            self._events.append(LoginFailed("no answer from the rendezvous server", None))
-        elif kind == "connect":
-            self._events.append(ConnectFailed(detail, "no answer from the rendezvous server", None))
-        elif kind == "refresh":
-            self._refresh_at = None
-            self.state = LoginState.FAILED
-            self._events.append(LoginFailed("the rendezvous server stopped answering", None))
+    def _on_timeout(self, purpose: RvRequest) -> None:
+        match purpose:
+            case LoginRequest() | SignedLoginRequest():
+                self.state = LoginState.FAILED
+                self._events.append(LoginFailed("no answer from the rendezvous server", None))
+            case ConnectRequest(name=name):
+                reason = "no answer from the rendezvous server"
+                self._events.append(ConnectFailed(name, reason, None))
+            case RefreshRequest():
+                self._refresh_at = None
+                self.state = LoginState.FAILED
+                self._events.append(LoginFailed("the rendezvous server stopped answering", None))
 
-    def _on_response(self, kind: str, detail: str, event: ResponseReceived, now: float) -> None:
+    def _on_response(self, purpose: RvRequest, event: ResponseReceived, now: float) -> None:
         response = event.response
         if event.sends == 1:
             self.rtt = event.rtt
         error: ErrorCode | None = response.get(AttrType.ERROR_CODE)
-        if kind == "login":
+        if isinstance(purpose, LoginRequest):
             challenge = response.get(RvAttr.CHALLENGE)
             if error is None or error.code != ErrorCodes.UNAUTHORIZED or challenge is None:
                 self._fail_login(error)
                 return
             self.state = LoginState.SIGNING
             self._send_signed_login(challenge, now)
-        elif kind == "login-signed":
+        elif isinstance(purpose, SignedLoginRequest):
             if error is not None and error.code == ErrorCodes.STALE and self._restarts < 3:
                 # The challenge expired or our retransmission lost the cached answer: start
                 # over with a fresh challenge rather than giving up.
@@ -236,7 +268,7 @@ class RendezvousClient:
             if server is not None and username is not None and password is not None:
                 turn = TurnCredentials(server, username, password)
             self._events.append(LoggedIn(self.public_endpoint, lifetime, turn))
-        elif kind == "refresh":
+        elif isinstance(purpose, RefreshRequest):
             if error is not None or not self._authentic(response):
                 self.state = LoginState.FAILED
                 self._events.append(LoginFailed("registration lost; log in again", None))
@@ -248,20 +280,21 @@ class RendezvousClient:
                 self.login(now)
                 return
             self._refresh_at = now + self._refresh_interval
-        elif kind == "connect":
+        elif isinstance(purpose, ConnectRequest):
+            name = purpose.name
             if error is not None:
                 # Errors need no integrity (a 401 cannot carry it); forging one only denies
                 # service, which an on-path attacker can do anyway.
-                self._events.append(ConnectFailed(detail, error.reason, error.code))
+                self._events.append(ConnectFailed(name, error.reason, error.code))
                 return
             if not self._authentic(response):
                 # An introduction must be vouched for: it carries the key to trust.
-                self._events.append(ConnectFailed(detail, "unauthenticated answer", None))
+                self._events.append(ConnectFailed(name, "unauthenticated answer", None))
                 return
             try:
                 introduction = Introduction.from_message(response)
             except StunDecodeError as exc:
-                self._events.append(ConnectFailed(detail, str(exc), None))
+                self._events.append(ConnectFailed(name, str(exc), None))
                 return
             self._events.append(Introduced(introduction, now))
 
@@ -275,13 +308,13 @@ class RendezvousClient:
             *self._identity_attributes(),
             (RvAttr.CHALLENGE, challenge),
             *((RvAttr.PRIVATE_ENDPOINT, endpoint) for endpoint in self.config.private_endpoints),
-            (RvAttr.NAT_TYPE, self.config.nat_type),
+            (RvAttr.NAT_TYPE, str(self.config.nat_type)),
         ]
         if self.rtt is not None:
             attributes.append((RvAttr.RTT, round(self.rtt * 1_000_000)))
         unsigned = self._request(RvMethod.LOGIN, *attributes)
         signed = encode_signed(unsigned, self._sign)
-        self._start_encoded(unsigned.transaction_id, signed, now, ("login-signed", ""))
+        self._start_encoded(unsigned.transaction_id, signed, now, SignedLoginRequest())
 
     def _send_refresh(self, now: float) -> None:
         attributes: list[tuple[int, object]] = [(AttrType.USERNAME, self.config.name)]
@@ -290,7 +323,7 @@ class RendezvousClient:
         if self.relayed is not None:
             attributes.append((RvAttr.RELAYED_ENDPOINT, self.relayed))
         self._start(
-            self._request(RvMethod.REFRESH, *attributes), now, ("refresh", ""), integrity=True
+            self._request(RvMethod.REFRESH, *attributes), now, RefreshRequest(), integrity=True
         )
 
     def _authentic(self, message: StunMessage) -> bool:

@@ -56,6 +56,11 @@ class Route:
     address: Address
     via: Via = DIRECT
 
+    def matches(self, address: Address, via: Via) -> bool:
+        """Is this the route of a datagram from ``address`` over ``via``? (Compared without
+        building a Route: this runs per datagram; the usual via is the very same object.)"""
+        return self.address == address and (self.via is via or self.via == via)
+
 
 # What the peer's sans-I/O objects hand to their adapters: bytes, where to, and how.
 Transmit = tuple[bytes, Address, Via]

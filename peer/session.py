@@ -2,26 +2,28 @@
 a Noise IK handshake whose first message is the punch packet, then an encrypted channel
 with reliable ordered messages, keepalives and dead-path detection.
 
-Packets on the wire (first byte; STUN uses 0x00-0x3F on the same socket):
-  0xA1 handshake initiation (Noise IK message 1, payload = nothing; the rendezvous token
-       is in the prologue, so a message from another introduction does not even decrypt)
-  0xA2 handshake response (Noise IK message 2)
-  0xA3 transport (the channel: explicit counter, AEAD, replay window)
-  0xA4 punch probe from the responder: opens its NAT toward the initiator, carries nothing
+The session coordinates parts with one job each: punching (peer.punching: where to and how
+often), the handshake (peer.handshake: the packet types are listed there), paths
+(peer.paths: which route the channel uses and when it moves), keepalives (peer.keepalive)
+and the data plane (peer.secure_stream). Its states move by one table
+(peer.session_state); its timers are one table, ``_TIMERS``, that both ``get_timer`` and
+``handle_timer`` read, so the two cannot disagree.
+
+Routes: every datagram comes in and goes out with a route (peer.routes), the address plus
+how it is reached (our punching socket, our relay allocation, an extra socket), so that a
+session answers over the way the peer reached it.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections import deque
-from dataclasses import dataclass, field
-from enum import Enum
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from peer.birthday import Birthday, BirthdayConfig, BirthdayRole, role_for, split_socket
-from peer.channel import Channel, ChannelError
+from natprobe.report import NatType
+from peer.errors import LocalProtocolError
 from peer.events import (
     Connected,
     MessageReceived,
@@ -30,75 +32,31 @@ from peer.events import (
     SessionClosed,
     SessionEvent,
 )
-from peer.frames import Ack, Close, Data, FrameError, Keepalive, parse_frame
-from peer.noise import Initiator, NoiseError, Responder
-from peer.reliable import ReliabilityConfig, ReliableStream
-from rvproto.keys import ed25519_to_x25519_public
+from peer.frames import Ack, Close, Data, Keepalive
+from peer.handshake import (
+    INIT,
+    PROBE,
+    PROBE_PACKET,
+    RESPONSE,
+    TRANSPORT,
+    InitiatorHandshake,
+    ResponderHandshake,
+    handshake_for,
+)
+from peer.keepalive import KeepaliveClock
+from peer.noise import TransportKeys
+from peer.paths import PathSelector
+from peer.punching import Punching
+from peer.routes import DIRECT, Route, Transmit, Via
+from peer.secure_stream import SecureStream
+from peer.session_config import SessionConfig
+from peer.session_state import BEFORE_HANDSHAKE, SessionState, next_state
 from rvproto.messages import Introduction, Role
 from stunproto.attributes import Address
 
-INIT, RESPONSE, TRANSPORT, PROBE = 0xA1, 0xA2, 0xA3, 0xA4
-PEER_PACKET_TYPES = frozenset({INIT, RESPONSE, TRANSPORT, PROBE})
-PROLOGUE = b"holepunch peer v1\x00"
-# Sessions see a peer that reaches us through our own relay allocation at a tagged address,
-# so that the agent knows to send the answers back through the relay too.
-RELAY_TAG = "relay:"
+__all__ = ["PeerSession", "SessionConfig", "SessionState"]
 
-
-def via_relay(peer: Address) -> Address:
-    return (RELAY_TAG + peer[0], peer[1])
-
-
-def untagged(address: Address) -> tuple[Address, bool]:
-    """(the real address, whether it goes through our relay allocation)."""
-    if address[0].startswith(RELAY_TAG):
-        return (address[0][len(RELAY_TAG) :], address[1]), True
-    return address, False
-
-
-MAX_LEARNED_CANDIDATES = 4
-
-
-class SessionState(Enum):
-    WAITING = "waiting"  # introduced; the punch schedule has not started yet
-    PUNCHING = "punching"
-    CONFIRMING = "confirming"  # responder: answered the handshake, awaiting first transport
-    CONNECTED = "connected"
-    CLOSED = "closed"
-
-
-_BEFORE_HANDSHAKE = frozenset({SessionState.WAITING, SessionState.PUNCHING})
-_RANK = {PathKind.LAN: 0, PathKind.DIRECT: 1, PathKind.RELAY: 2}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SessionConfig:
-    # Punching: a fast burst (the common case: both sides start together), then a slower
-    # tail so that a side whose introduction was delayed by loss (a retransmitted CONNECT
-    # answer or PEER request arrives seconds late) still meets the other; bounded either way
-    # (50 + 36 packets per candidate with these values).
-    punch_interval: float = 0.02  # cadence of the burst, seconds
-    punch_burst: int = 50  # packets per candidate at that cadence (1 s)
-    punch_slow_interval: float = 0.25
-    punch_timeout: float = 10.0  # seconds from the first punch packet: then give up
-    # No direct path after this long: also try the other side's relay allocation (the
-    # channel comes up there; direct punching goes on and takes over once proven).
-    relay_after: float = 1.0
-    # Failover: on a direct path, data unacknowledged this long (or nothing heard for two
-    # keepalive intervals and a bit) moves the channel to the relay, if there is one.
-    failover_after: float = 2.0
-    # On the relay, keepalives go to the last direct endpoint at this interval (doubling up
-    # to ``repunch_max``), and direct packets must keep coming for ``stable_for`` seconds
-    # before the channel moves back (no flapping).
-    repunch_interval: float = 1.0
-    repunch_max: float = 30.0
-    stable_for: float = 1.0
-    # Symmetric NAT against a port-restricted cone: the birthday trick (peer.birthday).
-    birthday: BirthdayConfig = field(default_factory=BirthdayConfig)
-    keepalive_interval: float | None = 15.0  # nothing sent for this long -> keepalive; None: off
-    keepalive_jitter: float = 0.1  # +-10%, so that many peers do not beat in step
-    dead_after: float = 40.0  # nothing authenticated received for this long -> path dead
-    reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
+_KEEPALIVE = Keepalive().encode()
 
 
 class PeerSession:
@@ -110,180 +68,103 @@ class PeerSession:
         *,
         config: SessionConfig | None = None,
         rng: random.Random | None = None,
-        own_nat_type: str = "unknown",
+        own_nat_type: NatType = NatType.UNKNOWN,
+        relay_only: bool = False,
     ) -> None:
+        """``relay_only``: we reach the peer only through our relay allocation (no birthday
+        trick, whose extra sockets could not reach anyone)."""
         self.introduction = introduction
         self.peer = introduction.name
-        self.config = config or SessionConfig()
-        self._rng = rng or random.Random()
-        self._static = static
-        self.remote_static = ed25519_to_x25519_public(introduction.public_key)
-        self._prologue = PROLOGUE + introduction.token
+        self.config = config = config or SessionConfig()
+        rng = rng or random.Random()
         self.role = introduction.role
         self.state = SessionState.WAITING
         self.started = now
-        self._punch_at: float | None = now + introduction.punch_delay
-        self._punches_sent = 0
-        self._punch_deadline: float | None = None  # set when the first punch goes out
-        # LAN candidates first: on one LAN they answer first and win.
-        self.candidates: tuple[Address, ...] = (
-            *introduction.private_endpoints,
-            introduction.public_endpoint,
+        self._handshake = handshake_for(introduction, static)
+        initiator = self.role is Role.INITIATOR
+        self._handlers = _INITIATOR_HANDLERS if initiator else _RESPONDER_HANDLERS
+        self._punching = Punching(
+            config, introduction, rng, now, own_nat_type=own_nat_type, relay_only=relay_only
         )
-        self._relay_candidate = introduction.relayed_endpoint
-        # Two symmetric NATs with random ports cannot be punched without prediction: go to
-        # the relay at once instead of after a second of hopeless punching, and say so.
-        self._hopeless = own_nat_type == "symmetric" and introduction.nat_type == "symmetric"
-        self._relay_after = 0.0 if self._hopeless else self.config.relay_after
-        birthday_role = role_for(own_nat_type, introduction.nat_type)
-        self._birthday = Birthday(
-            self.config.birthday, birthday_role, introduction.public_endpoint, self._rng
-        )
-        if birthday_role is not BirthdayRole.NONE:
-            # Give the spray its chance before the relay takes the channel.
-            self._relay_after = max(self._relay_after, 2 * self.config.relay_after)
-        self._direct_remote: Address | None = None  # last proven direct (or LAN) endpoint
-        self._repunch_at: float | None = None
-        self._repunch_gap = self.config.repunch_interval
-        self._direct_seen: tuple[Address, float] | None = None  # direct source, since when
-        self._last_direct_rx = -math.inf  # last packet that came over the direct path
-        self._punch_started: float | None = None
-        self._learned = 0  # peer-reflexive candidates added from the responder's probes
-        self._probe_answered: dict[Address, float] = {}
-        self._peer_ips = frozenset(
-            address[0]
-            for address in (
-                introduction.public_endpoint,
-                *introduction.private_endpoints,
-                *((introduction.relayed_endpoint,) if introduction.relayed_endpoint else ()),
-            )
-        )
-        self._outbox: list[tuple[bytes, Address]] = []
+        self._paths = PathSelector(config, introduction)
+        self._keepalive = KeepaliveClock(config, rng, now)
+        self._secure = SecureStream(config.reliability)
+        self._outbox: list[Transmit] = []
         self._events: deque[SessionEvent] = deque()
-        self._channel: Channel | None = None
-        self.remote: Address | None = None
-        self.path: PathKind | None = None
-        self._stream = ReliableStream(self.config.reliability)
-        self._last_sent = now
-        self._last_received = now
-        self._keepalive_gap = self._jittered()
-        self._message1: bytes | None = None
-        self._initiator: Initiator | None = None
-        self._message2: bytes | None = None  # responder: cached answer for repeated inits
-        self._init_seen: bytes | None = None
-        if self.role is Role.INITIATOR:
-            self._initiator = Initiator(static, self.remote_static, self._prologue)
-            self._message1 = bytes([INIT]) + self._initiator.write_message1(b"")
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def route(self) -> Route | None:
+        """Where the channel goes, and how (None before the handshake)."""
+        path = self._paths.current
+        return None if path is None else path.route
+
+    @property
+    def remote(self) -> Address | None:
+        path = self._paths.current
+        return None if path is None else path.route.address
+
+    @property
+    def path(self) -> PathKind | None:
+        path = self._paths.current
+        return None if path is None else path.kind
+
+    @property
+    def candidates(self) -> tuple[Address, ...]:
+        """The addresses punching goes to (the peer's, and those learnt from its probes)."""
+        return tuple(route.address for route in self._punching.candidates)
+
+    @property
+    def pending(self) -> int:
+        return self._secure.stream.pending
 
     # ------------------------------------------------------------------ commands
 
     def send(self, data: bytes, now: float) -> None:
         if self.state is SessionState.CLOSED:
-            raise RuntimeError(f"session with {self.peer} is closed")
-        self._stream.send(data)
-
-    @property
-    def pending(self) -> int:
-        return self._stream.pending
+            raise LocalProtocolError(f"session with {self.peer} is closed")
+        self._secure.stream.send(data)
 
     def close(self, now: float, reason: str = "") -> None:
         """Hang up; ``reason`` (optional) is told to the peer."""
         if self.state is SessionState.CLOSED:
             return
-        if self._channel is not None and self.remote is not None:
+        if self._secure.started:  # (then there is a path too)
             self._transmit(Close(reason).encode(), now)
         self._finish(reason or "closed")
 
     # ------------------------------------------------------------------ sans-I/O
 
-    def receive_datagram(self, data: bytes, source: Address, now: float) -> bool:
-        """True if the datagram was this session's (authenticated)."""
+    def receive_datagram(self, data: bytes, source: Address, now: float, via: Via = DIRECT) -> bool:
+        """True if the datagram was this session's (authenticated, or a probe it heeded)."""
         if self.state is SessionState.CLOSED or not data:
             return False
-        kind = data[0]
-        if kind == INIT and self.role is Role.RESPONDER:
-            return self._on_init(data, source, now)
-        if kind == RESPONSE and self._initiator is not None:
-            if self._channel is None:
-                return self._on_response(data, source, now)
-            return self._on_repeated_response(data, source, now)
-        if kind == TRANSPORT and self._channel is not None:
-            return self._on_transport(data, source, now)
-        if kind == PROBE and self._message1 is not None and self.state in _BEFORE_HANDSHAKE:
-            return self._on_probe(source, now)
-        return False
-
-    def _on_probe(self, source: Address, now: float) -> bool:
-        # The responder's probe got through, so its NAT now lets us in from where we are:
-        # answer with the handshake at once rather than at our next punch tick. A symmetric
-        # NAT in front of the responder sends probes from a port the server never saw:
-        # remember it as a candidate too (peer-reflexive, as in ICE). Probes carry nothing,
-        # so anyone can send one: only probes from the peer's own IPs count, each source is
-        # answered at most once per punch interval, and no more than a few ports are learnt.
-        if not self._known_ip(source):
-            return False
-        if source not in self.candidates:
-            if self._learned >= MAX_LEARNED_CANDIDATES:
-                return False
-            self._learned += 1
-            self.candidates = (*self.candidates, source)
-        last = self._probe_answered.get(source)
-        if last is None or now >= last + self.config.punch_interval:
-            self._probe_answered[source] = now
-            assert self._message1 is not None
-            self._outbox.append((self._message1, source))
-        if self.state is SessionState.WAITING:
-            self._punch_at = now  # the responder has started: so do we, now
-        return True
-
-    def _known_ip(self, source: Address) -> bool:
-        """Does ``source`` belong to the peer (its public or private IPs, or our relay)? An
-        unauthenticated packet from anywhere else gets nothing from us."""
-        address, relayed = untagged(source)
-        if relayed:
-            return True  # through our own allocation, which permits only the peer's IPs
-        ip = split_socket(address)[1][0]
-        return ip in self._peer_ips
+        if data[0] == TRANSPORT:  # the data path, before any table
+            return self._on_transport(data, source, via, now)
+        handler = self._handlers.get(data[0])
+        return handler is not None and handler(self, data, source, via, now)
 
     def handle_timer(self, now: float) -> None:
-        if self.state is SessionState.CLOSED:
-            return
-        if self._punch_at is not None and now >= self._punch_at:
-            self._punch(now)
-        # Sums, exactly as get_timer() computes them (see ReliableStream.frames_to_send).
-        if self._channel is not None and self._last_received + self.config.dead_after <= now:
-            self._finish(f"path dead: nothing heard for {self.config.dead_after:.0f} s")
-            return
-        if self.state is SessionState.CONNECTED:
-            failover_at = self._failover_at()
-            if failover_at is not None and failover_at <= now and self._failing(now):
-                self._fail_over(now)
-            if self._repunch_at is not None and self._repunch_at <= now:
-                self._repunch(now)
-            self._flush(now)
-            if self._last_sent + self._keepalive_gap <= now:
-                self._transmit(Keepalive().encode(), now)
+        # In table order, each deadline read afresh: what one handler does (a flush sends,
+        # a failover expedites the stream) moves the deadlines after it.
+        for connected_only, deadline, handler in _TIMERS:
+            if self.state is SessionState.CLOSED:
+                return
+            if connected_only and self.state is not SessionState.CONNECTED:
+                continue
+            at = deadline(self)
+            if at is not None and at <= now:
+                handler(self, now)
 
     def get_timer(self) -> float | None:
         if self.state is SessionState.CLOSED:
             return None
-        timers: list[float] = []
-        if self._punch_at is not None:
-            timers.append(self._punch_at)
-        if self._channel is not None and self.config.dead_after != math.inf:
-            timers.append(self._last_received + self.config.dead_after)
-        if self.state is SessionState.CONNECTED:
-            if self._keepalive_gap != math.inf:
-                timers.append(self._last_sent + self._keepalive_gap)
-            for timer in (self._failover_at(), self._repunch_at):
-                if timer is not None:
-                    timers.append(timer)
-            stream_timer = self._stream.get_timer()
-            if stream_timer is not None:
-                timers.append(stream_timer)
-        return min(timers, default=None)
+        connected = self.state is SessionState.CONNECTED
+        deadlines = (deadline(self) for only, deadline, _ in _TIMERS if connected or not only)
+        return min((at for at in deadlines if at is not None), default=None)
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+    def datagrams_to_send(self, now: float) -> list[Transmit]:
         if self.state is SessionState.CONNECTED:
             self._flush(now)
         out, self._outbox = self._outbox, []
@@ -296,252 +177,218 @@ class PeerSession:
 
     def _punch(self, now: float) -> None:
         if self.state is SessionState.WAITING:
-            self.state = SessionState.PUNCHING
+            self._enter(SessionState.PUNCHING)
+        punching = self._punching
+        # On the relay, the initiator punches on for the direct path.
         relayed = self.state is SessionState.CONNECTED and self.path is PathKind.RELAY
         if self.state not in (SessionState.PUNCHING, SessionState.CONFIRMING) and not relayed:
-            self._punch_at = None
+            punching.stop()
             return
-        if self._punch_deadline is None:
-            self._punch_started = now
-            self._punch_deadline = now + self.config.punch_timeout
-        if now >= self._punch_deadline:
-            self._punch_at = None
-            if self.state is SessionState.PUNCHING or self._channel is None:
+        if not punching.tick(now):
+            if self.state is SessionState.PUNCHING:
                 self._finish("no direct path: punching found no way through")
             return
-        self._punches_sent += 1
+        handshake = self._handshake
         if self.state is SessionState.CONFIRMING:
             # Responder: our answer may have been lost, and the initiator's confirmation too.
-            assert self._message2 is not None and self.remote is not None
-            self._outbox.append((self._message2, self.remote))
-        elif self._message1 is not None:
-            targets = list(self.candidates)
-            if self._relay_due(now) and not relayed:
-                assert self._relay_candidate is not None
-                targets.append(self._relay_candidate)
-            self._outbox.extend((self._message1, candidate) for candidate in targets)
-            if not relayed:
-                self._outbox.extend(self._birthday.extra(self._message1))
+            current = self._paths.current
+            assert handshake.message2 is not None and current is not None
+            self._outbox.append((handshake.message2, current.route.address, current.route.via))
         else:
-            # Responder before the handshake: open our NAT toward every candidate (and, once
-            # direct punching has had its chance, toward the initiator's relay, which a
-            # peer without UDP to the internet sends through).
-            targets = list(self.candidates)
-            if self._relay_due(now):
-                assert self._relay_candidate is not None
-                targets.append(self._relay_candidate)
-            self._outbox.extend((bytes([PROBE]), candidate) for candidate in targets)
-            self._outbox.extend(self._birthday.extra(bytes([PROBE])))
-        self._punch_at = now + self._punch_gap()
+            # The initiator's message 1, or the responder's probe (before the handshake: it
+            # opens our NAT toward every candidate and, once direct punching has had its
+            # chance, toward the initiator's relay, which a peer without UDP to the
+            # internet sends through). On the relay already: direct candidates only.
+            packet = handshake.message1 if handshake.message1 is not None else PROBE_PACKET
+            relay = None if relayed else self._paths.relay_route
+            self._outbox += punching.burst(packet, now, relay, birthday=not relayed)
+        punching.schedule_next(now)
 
-    def _relay_due(self, now: float) -> bool:
-        started = self._punch_started
-        return (
-            self._relay_candidate is not None
-            and started is not None
-            and now >= started + self._relay_after
-        )
+    def _on_probe(self, data: bytes, source: Address, via: Via, now: float) -> bool:
+        # The responder's probe got through, so its NAT now lets us in from where we are:
+        # answer with the handshake at once rather than at our next punch tick, and punch
+        # toward where it came from too (peer.punching says which probes count).
+        if self.state not in BEFORE_HANDSHAKE:
+            return False
+        route = Route(source, via)
+        punching = self._punching
+        if not punching.known_ip(route) or not punching.learn(route):
+            return False
+        if punching.answer_probe(route, now):
+            assert self._handshake.message1 is not None
+            self._outbox.append((self._handshake.message1, source, via))
+        if self.state is SessionState.WAITING:
+            punching.start(now)  # the responder has started: so do we, now
+        return True
 
-    def _punch_gap(self) -> float:
-        config = self.config
-        fast = self._punches_sent < config.punch_burst
-        return config.punch_interval if fast else config.punch_slow_interval
+    # ------------------------------------------------------------------ handshake
 
-    def _on_init(self, data: bytes, source: Address, now: float) -> bool:
-        if not self._known_ip(source):
+    def _on_init(self, data: bytes, source: Address, via: Via, now: float) -> bool:
+        route = Route(source, via)
+        if not self._punching.known_ip(route):
             return False  # a replayed handshake from elsewhere gets no answer at all
-        if self._message2 is not None:
-            if data == self._init_seen:
-                # The initiator did not get our answer yet (or it was lost): answer again.
-                self._outbox.append((self._message2, source))
-                return True
+        handshake = self._handshake
+        assert isinstance(handshake, ResponderHandshake)
+        answer = handshake.message2
+        if answer is None:
+            answered = handshake.answer(data)
+            if answered is None:
+                return False
+            answer, keys = answered
+            self._open_channel(keys, now)
+            self._paths.use(route)
+            self._enter(SessionState.CONFIRMING)
+            # Repeat the answer only if no confirmation comes within a punch interval.
+            self._punching.schedule_next(now)
+        elif not handshake.is_repeat(data):
             return False
-        responder = Responder(self._static, self._prologue)
-        try:
-            remote_static, _ = responder.read_message1(data[1:])
-        except NoiseError:
-            return False  # another introduction's handshake, or garbage
-        if remote_static != self.remote_static:
-            return False  # not the key the rendezvous vouched for: do not answer
-        message2, keys = responder.write_message2(b"")
-        self._message2 = bytes([RESPONSE]) + message2
-        self._init_seen = data
-        self._channel = Channel(keys)
-        self._last_received = now
-        self._set_remote(source)
-        self.state = SessionState.CONFIRMING
-        self._outbox.append((self._message2, source))
-        # Repeat the answer only if no confirmation comes within a punch interval.
-        self._punch_at = now + self._punch_gap()
+        # (Or again: the initiator did not get our answer yet, or it was lost.)
+        self._outbox.append((answer, source, via))
         return True
 
-    def _on_response(self, data: bytes, source: Address, now: float) -> bool:
-        assert self._initiator is not None
-        try:
-            _, keys = self._initiator.read_message2(data[1:])
-        except NoiseError:
+    def _on_response(self, data: bytes, source: Address, via: Via, now: float) -> bool:
+        handshake = self._handshake
+        assert isinstance(handshake, InitiatorHandshake)
+        if self._secure.started:
+            # The very answer again? The responder has not seen our confirmation yet, or
+            # answered over another path too: confirm over that path. This never moves our
+            # path by itself (a message 2 can be replayed): an authenticated packet back
+            # over it does, in _on_transport.
+            if not handshake.is_repeat(data) or not self._punching.known_ip(Route(source, via)):
+                return False
+            self._outbox.append((self._secure.seal(_KEEPALIVE), source, via))
+            return True
+        keys = handshake.read_response(data)
+        if keys is None:
             return False
-        self._channel = Channel(keys)
-        self._message2 = data  # to recognise the responder's repeats
-        self._connected(source, now)
+        self._open_channel(keys, now)
+        self._connected(Route(source, via), now)
         # Prove the path to the responder at once (it waits for a first transport packet).
-        self._transmit(Keepalive().encode(), now)
+        self._transmit(_KEEPALIVE, now)
         return True
 
-    def _on_repeated_response(self, data: bytes, source: Address, now: float) -> bool:
-        if data != self._message2:
-            return False
-        if not self._known_ip(source):
-            return False
-        # The responder has not seen our confirmation yet, or answered over another path
-        # too: confirm over that path. This never moves our path by itself (a message 2 can
-        # be replayed): an authenticated packet back over it does, in _roam.
-        assert self._channel is not None
-        self._outbox.append((self._channel.seal(Keepalive().encode()), source))
-        return True
+    def _open_channel(self, keys: TransportKeys, now: float) -> None:
+        self._secure.start(keys)
+        self._keepalive.channel_opened(now)
 
     # ------------------------------------------------------------------ transport
 
-    def _on_transport(self, data: bytes, source: Address, now: float) -> bool:
-        assert self._channel is not None
-        try:
-            plaintext = self._channel.open(data)
-            frame = parse_frame(plaintext)
-        except (ChannelError, FrameError):
+    def _on_transport(self, data: bytes, source: Address, via: Via, now: float) -> bool:
+        frame = self._secure.open(data)
+        if frame is None:
             return False
-        self._last_received = now
-        if self.state is SessionState.CONFIRMING:
-            self._connected(source, now)
-        elif source != self.remote:
-            self._roam(source, now)
-        if source == self.remote and self.path is not PathKind.RELAY:
-            self._last_direct_rx = now
+        self._keepalive.last_received = now
+        path = self._paths.current
+        if (  # the usual case first (Route.matches spelt out: no call per datagram)
+            path is not None
+            and self.state is SessionState.CONNECTED
+            and path.route.address == source
+            and (path.route.via is via or path.route.via == via)
+        ):
+            if path.kind is not PathKind.RELAY:
+                path.last_received = now
+        else:
+            self._from_new_route(Route(source, via), now)
+        stream = self._secure.stream
         if isinstance(frame, Data):
-            self._stream.on_data(frame)
-            while (delivered := self._stream.next_delivery()) is not None:
-                self._events.append(MessageReceived(self.peer, delivered))
+            stream.on_data(frame)
+            while (message := stream.next_delivery()) is not None:
+                self._events.append(MessageReceived(self.peer, message))
         elif isinstance(frame, Ack):
-            self._stream.on_ack(frame, now)
+            stream.on_ack(frame, now)
         elif isinstance(frame, Close):
             self._finish(f"closed by {self.peer}" + (f": {frame.reason}" if frame.reason else ""))
         return True
 
-    def _roam(self, source: Address, now: float) -> None:
-        """An authenticated, fresh packet came from somewhere new (a replay cannot get here:
-        the channel's window refuses it)."""
-        kind = self._kind(source)
-        if kind is PathKind.RELAY and self.path is PathKind.RELAY:
-            return  # the peer answers through the other relay route: both work, keep ours
-        if (
-            kind is PathKind.RELAY
-            and self.path is not PathKind.RELAY
-            and now < self._last_direct_rx + self.config.failover_after
-        ):
-            return  # the peer has not noticed yet that the direct path works: stay on it
-        if self.path is PathKind.RELAY and kind is not PathKind.RELAY:
-            # Direct packets while on the relay: the direct path is back, but only trust it
-            # once it has kept working for a while (no flapping).
-            seen = self._direct_seen
-            if seen is None or seen[0] != source:
-                self._direct_seen = (source, now)
-                return
-            if now < seen[1] + self.config.stable_for:
-                return
-        self._switch(source, now)
+    def _from_new_route(self, route: Route, now: float) -> None:
+        if self.state is SessionState.CONFIRMING:
+            self._connected(route, now)
+        elif self._paths.should_move(route, now):
+            # Authenticated and fresh from a new route (a replay cannot get here: the
+            # channel's window refuses it): the peer roamed, or a path came (back).
+            self._switch(route, now)
+        self._paths.heard(route.address, route.via, now)
 
-    def _switch(self, remote: Address, now: float) -> None:
-        self._set_remote(remote)
-        self._direct_seen = None
-        if self.path is not PathKind.RELAY:
-            self._last_direct_rx = now  # just proven: the relay must not pull us back at once
-            if self._message1 is not None and self.state is SessionState.CONNECTED:
-                self._punch_at = None  # the direct path is found: stop punching
-        self._stream.expedite(now)  # what the old path may have swallowed goes out now
-        assert self.path is not None
-        if self.path is PathKind.RELAY and self._direct_remote is not None:
-            # Both sides re-punch: each keeps its own NAT open toward the other.
-            self._repunch_gap = self.config.repunch_interval
-            self._repunch_at = now + self._repunch_gap
-        else:
-            self._repunch_at = None
-        self._events.append(PathChanged(self.peer, self.path, remote))
-
-    def _failing(self, now: float) -> bool:
-        """On a direct path: is it dead, as far as we can tell?"""
-        oldest = self._stream.oldest_unacked()
-        if oldest is not None and oldest + self.config.failover_after <= now:
-            return True
-        interval = self.config.keepalive_interval
-        return interval is not None and self._last_received + 2.5 * interval <= now
-
-    def _failover_at(self) -> float | None:
-        if self.path is PathKind.RELAY or self._relay_candidate is None:
-            return None
-        timers = []
-        oldest = self._stream.oldest_unacked()
-        if oldest is not None:
-            timers.append(oldest + self.config.failover_after)
-        if self.config.keepalive_interval is not None:
-            timers.append(self._last_received + 2.5 * self.config.keepalive_interval)
-        return min(timers, default=None)
+    def _switch(self, route: Route, now: float) -> None:
+        path = self._paths.switch(route, now)  # (connected: the only state that switches)
+        if path.kind is not PathKind.RELAY and self.role is Role.INITIATOR:
+            self._punching.stop()  # the direct path is found: stop punching
+        self._secure.stream.expedite(now)  # what the old path may have swallowed goes out now
+        self._events.append(PathChanged(self.peer, path.kind, route.address, route.via))
 
     def _fail_over(self, now: float) -> None:
-        assert self._relay_candidate is not None
-        self._switch(self._relay_candidate, now)
+        relay = self._paths.relay_route
+        assert relay is not None  # no failover deadline without a relay
+        self._switch(relay, now)
 
     def _repunch(self, now: float) -> None:
-        # Keep our NAT's mapping toward the peer's direct endpoint open and tell the peer
-        # (if it gets through) that the direct path works again.
-        assert self._channel is not None and self._direct_remote is not None
-        self._outbox.append((self._channel.seal(Keepalive().encode()), self._direct_remote))
-        self._repunch_gap = min(self._repunch_gap * 2, self.config.repunch_max)
-        self._repunch_at = now + self._repunch_gap
+        # Keep our NAT's mapping toward the peer's direct route open and tell the peer (if
+        # it gets through) that the direct path works again.
+        route = self._paths.repunch(now)
+        self._outbox.append((self._secure.seal(_KEEPALIVE), route.address, route.via))
 
-    def _connected(self, source: Address, now: float) -> None:
-        self._set_remote(source)
-        self.state = SessionState.CONNECTED
-        if self.path is not PathKind.RELAY or self._message1 is None:
-            self._punch_at = None  # on the relay, the initiator keeps punching for direct
-        self._last_received = now
-        assert self.path is not None
-        note = ""
-        if self.path is PathKind.RELAY and self._hopeless:
-            note = "both NATs are symmetric: no direct path without port prediction, relaying"
-        self._events.append(Connected(self.peer, self.path, source, now - self.started, note))
-
-    def _set_remote(self, source: Address) -> None:
-        self.remote = source
-        self.path = self._kind(source)
-        if self.path is not PathKind.RELAY:
-            self._direct_remote = source
-
-    def _kind(self, source: Address) -> PathKind:
-        if untagged(source)[1] or source == self._relay_candidate:
-            return PathKind.RELAY
-        return PathKind.LAN if self._is_lan(source) else PathKind.DIRECT
-
-    def _is_lan(self, source: Address) -> bool:
-        # A host with a public address reports it as private too: that is not a LAN path.
-        intro = self.introduction
-        return source in intro.private_endpoints and source != intro.public_endpoint
+    def _connected(self, route: Route, now: float) -> None:
+        path = self._paths.use(route, now)
+        self._enter(SessionState.CONNECTED)
+        if path.kind is not PathKind.RELAY or self.role is Role.RESPONDER:
+            self._punching.stop()  # on the relay, the initiator keeps punching for direct
+        self._keepalive.last_received = now
+        note = self._punching.relay_note if path.kind is PathKind.RELAY else ""
+        self._events.append(
+            Connected(self.peer, path.kind, route.address, now - self.started, note, route.via)
+        )
 
     def _flush(self, now: float) -> None:
-        for frame in self._stream.frames_to_send(now):
+        for frame in self._secure.stream.frames_to_send(now):
             self._transmit(frame.encode(), now)
 
     def _transmit(self, plaintext: bytes, now: float) -> None:
-        assert self._channel is not None and self.remote is not None
-        self._outbox.append((self._channel.seal(plaintext), self.remote))
-        self._last_sent = now
-        self._keepalive_gap = self._jittered()
+        current = self._paths.current
+        assert current is not None  # a started stream has a path
+        route = current.route
+        self._outbox.append((self._secure.seal(plaintext), route.address, route.via))
+        self._keepalive.sent(now)
 
-    def _jittered(self) -> float:
-        if self.config.keepalive_interval is None:
-            return math.inf  # keepalives off (a negative control in tests, or the app's choice)
-        jitter = self.config.keepalive_jitter
-        return self.config.keepalive_interval * self._rng.uniform(1 - jitter, 1 + jitter)
+    def _send_keepalive(self, now: float) -> None:
+        self._transmit(_KEEPALIVE, now)
+
+    def _declare_dead(self, now: float) -> None:
+        self._finish(f"path dead: nothing heard for {self.config.dead_after:.0f} s")
 
     def _finish(self, reason: str) -> None:
-        self.state = SessionState.CLOSED
-        self._punch_at = None
+        self._enter(SessionState.CLOSED)
+        self._punching.stop()
         self._events.append(SessionClosed(self.peer, reason))
+
+    def _enter(self, state: SessionState) -> None:
+        self.state = next_state(self.state, state)
+
+    def _failover_at(self) -> float | None:
+        oldest_unacked = self._secure.stream.oldest_unacked()
+        return self._paths.failover_at(oldest_unacked, self._keepalive.silent_at())
+
+
+# What each side heeds before and around the handshake, by packet type (peer.handshake).
+_Handler = Callable[[PeerSession, bytes, Address, Via, float], bool]
+_INITIATOR_HANDLERS: dict[int, _Handler] = {
+    RESPONSE: PeerSession._on_response,
+    PROBE: PeerSession._on_probe,
+}
+_RESPONDER_HANDLERS: dict[int, _Handler] = {
+    INIT: PeerSession._on_init,
+}
+
+
+# (connected only?, deadline, what to do when it has come), in the order handle_timer runs
+# them: punching, the dead-path verdict, then, on a connected channel, failover before
+# re-punching before the stream's (re)transmissions before a keepalive (they may make it moot).
+_TIMERS: tuple[
+    tuple[bool, Callable[[PeerSession], float | None], Callable[[PeerSession, float], None]], ...
+] = (
+    (False, lambda s: s._punching.next_at, PeerSession._punch),
+    (False, lambda s: s._keepalive.dead_at(), PeerSession._declare_dead),
+    (True, PeerSession._failover_at, PeerSession._fail_over),
+    (True, lambda s: s._paths.repunch_at, PeerSession._repunch),
+    (True, lambda s: s._secure.stream.get_timer(), PeerSession._flush),
+    (True, lambda s: s._keepalive.keepalive_at(), PeerSession._send_keepalive),
+)

@@ -15,12 +15,13 @@ from pathlib import Path
 import structlog
 
 from iokit.cli_logging import configure_logging
+from rendezvous.adapters.server import RendezvousServer
+from rendezvous.binding import StunServiceConfig
+from rendezvous.errors import ConfigError
+from rendezvous.introductions import RendezvousConfig
 from rendezvous.ratelimit import RateLimit
 from rendezvous.registry import NameRegistry
-from rendezvous.server import RendezvousServer
-from rendezvous.service import RendezvousConfig
-from rendezvous.stun_service import StunServiceConfig
-from rendezvous.turn import DEFAULT_DENIED_PEERS, TurnConfig
+from rendezvous.turn_config import DEFAULT_DENIED_PEERS, TurnConfig
 from stunproto.attributes import Address
 
 DEFAULT_PORT = 3478
@@ -167,17 +168,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.add_argument("--json-logs", action="store_true", default=None, help="force JSON logs")
     parser.add_argument(
-        "--no-uvloop", action="store_true", help="use asyncio's default loop even if uvloop exists"
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="uvloop (installed by default where it exists), asyncio's own loop, or auto: "
+        "uvloop if importable (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-uvloop",
+        dest="event_loop",
+        action="store_const",
+        const="asyncio",
+        help="the same as --event-loop asyncio",
     )
     return parser
 
 
-def _loop_factory(no_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if no_uvloop:
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop to run on; raises ImportError for ``uvloop`` without uvloop."""
+    if choice == "asyncio":
         return None
     try:
         import uvloop
     except ImportError:
+        if choice == "uvloop":
+            raise
         return None
     return uvloop.new_event_loop
 
@@ -203,24 +218,18 @@ async def _serve(config: RendezvousConfig, db: str, turn: TurnConfig | None) -> 
     structlog.get_logger().info("stopped")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(verbose=args.verbose, json=args.json_logs)
+def configs_from(args: argparse.Namespace) -> tuple[RendezvousConfig, TurnConfig | None]:
+    """The server's settings from the parsed flags; ConfigError says what cannot work."""
     host, _ = args.listen
     if args.alt_ip is not None and ipaddress.ip_address(host).is_unspecified:
-        print("rendezvous: --alt-ip needs a concrete --listen IP", file=sys.stderr)
-        return 2
+        raise ConfigError("--alt-ip needs a concrete --listen IP")
     secret_text = args.turn_secret or os.environ.get("RENDEZVOUS_TURN_SECRET")
     secret = secret_text.encode() if secret_text else None
     turn: TurnConfig | None = None
     if secret is not None and args.turn_server is None:
         relay_ip = args.turn_relay_ip or host
         if ipaddress.ip_address(relay_ip).is_unspecified:
-            print(
-                "rendezvous: the relay needs --turn-relay-ip or a concrete --listen IP",
-                file=sys.stderr,
-            )
-            return 2
+            raise ConfigError("the relay needs --turn-relay-ip or a concrete --listen IP")
         try:
             low, high = (int(part) for part in args.turn_ports.split("-"))
             turn = TurnConfig(
@@ -233,15 +242,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 denied_peers=() if args.turn_allow_private_peers else DEFAULT_DENIED_PEERS,
             )
         except ValueError as exc:
-            print(f"rendezvous: bad relay settings: {exc}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"bad relay settings: {exc}") from None
+    try:
+        rate_limit = RateLimit(rate=args.rate, burst=args.burst)
+    except ValueError as exc:
+        raise ConfigError(f"bad rate limit: {exc}") from None
     config = RendezvousConfig(
         stun=StunServiceConfig(
             primary=args.listen,
             alternate_ip=args.alt_ip,
             alternate_port=args.alt_port,
             software=args.software,
-            rate_limit=RateLimit(rate=args.rate, burst=args.burst),
+            rate_limit=rate_limit,
         ),
         registration_lifetime=args.registration_lifetime,
         max_peers=args.max_peers,
@@ -250,8 +262,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         turn_server=args.turn_server
         or ((turn.relay_ip, args.listen[1]) if turn is not None else None),
     )
+    return config, turn
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(verbose=args.verbose, json=args.json_logs)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory(args.no_uvloop)) as runner:
+        config, turn = configs_from(args)
+    except ConfigError as exc:
+        print(f"rendezvous: {exc}", file=sys.stderr)
+        return 2
+    try:
+        loop_factory = _loop_factory(args.event_loop)
+    except ImportError:
+        print("rendezvous: --event-loop uvloop, but uvloop is not installed", file=sys.stderr)
+        return 2
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(config, args.db, turn))
     except OSError as exc:
         print(f"rendezvous: {exc}", file=sys.stderr)

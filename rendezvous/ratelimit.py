@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rendezvous.errors import ConfigError
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimit:
@@ -14,7 +16,7 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.burst < 1 or self.max_sources < 1:
-            raise ValueError("rate must be positive, burst and max_sources at least 1")
+            raise ConfigError("rate must be positive, burst and max_sources at least 1")
 
 
 class SourceRateLimiter:

@@ -6,7 +6,7 @@ from stunproto.attributes import (
     ChangeRequest,
     ErrorCode,
 )
-from stunproto.errors import StunDecodeError
+from stunproto.errors import FramingError, StunDecodeError, StunError
 from stunproto.message import (
     MAGIC_COOKIE,
     MessageClass,
@@ -22,9 +22,11 @@ __all__ = [
     "AttrType",
     "ChangeRequest",
     "ErrorCode",
+    "FramingError",
     "MessageClass",
     "Method",
     "StunDecodeError",
+    "StunError",
     "StunMessage",
     "is_stun",
     "long_term_key",

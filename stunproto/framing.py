@@ -22,6 +22,18 @@ done. ::
 
 from __future__ import annotations
 
+from stunproto.errors import FramingError
+
+__all__ = [
+    "CHANNEL_HEADER_SIZE",
+    "MAX_MESSAGE_SIZE",
+    "STUN_HEADER_SIZE",
+    "FramingError",
+    "StreamDecoder",
+    "frame",
+    "is_channel_data_byte",
+]
+
 STUN_HEADER_SIZE = 20
 CHANNEL_HEADER_SIZE = 4
 # The largest message either kind can announce: a 16-bit length plus the header. Whatever
@@ -29,17 +41,6 @@ CHANNEL_HEADER_SIZE = 4
 # its buffer between calls.
 MAX_MESSAGE_SIZE = 0xFFFF + STUN_HEADER_SIZE
 _FIRST_CHANNEL_BYTE, _LAST_CHANNEL_BYTE = 0x40, 0x7F
-
-
-class FramingError(ValueError):
-    """The stream holds something that is neither STUN nor ChannelData.
-
-    ``messages`` are the whole messages that preceded the garbage in the chunk being fed:
-    a server may still answer them before it drops the connection."""
-
-    def __init__(self, reason: str, messages: list[bytes] | None = None) -> None:
-        super().__init__(reason)
-        self.messages: list[bytes] = messages or []
 
 
 def is_channel_data_byte(first: int) -> bool:

@@ -32,7 +32,7 @@ from peer.events import (
     TurnEvent,
 )
 from peer.turn_client import TurnClient, TurnClientConfig, TurnState
-from rendezvous.turn import rest_credentials
+from rendezvous.turn_auth import rest_credentials
 from stunproto import MessageClass, Method, StunMessage, new_transaction_id
 from stunproto.attributes import Address
 from stunproto.client import RetransmitPolicy

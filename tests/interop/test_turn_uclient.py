@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from rendezvous.turn import TurnConfig
-from rendezvous.turn_adapter import TurnRelay
+from rendezvous.adapters.relay_sockets import TurnRelay
+from rendezvous.turn_config import TurnConfig
 
 SERVER_IP, PEER_IP = "127.0.0.1", "127.0.0.2"
 SECRET = "uclient-secret"

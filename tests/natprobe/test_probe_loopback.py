@@ -9,8 +9,8 @@ import pytest
 from iokit.stun_endpoint import StunEndpoint
 from natprobe import NatType, ProbeConfig, probe
 from natprobe.report import Behaviour
-from rendezvous.server import RendezvousServer
-from rendezvous.stun_service import StunServiceConfig
+from rendezvous.adapters.server import RendezvousServer
+from rendezvous.binding import StunServiceConfig
 from stunproto import AttrType, MessageClass, StunMessage
 from tests.support.loopback import free_port_pair
 

@@ -13,6 +13,7 @@ from natprobe.report import (
     classic_type,
     filtering_behaviour,
     mapping_behaviour,
+    mapping_independence,
 )
 
 EI, AD, APD = (
@@ -94,3 +95,20 @@ def test_json_keys_and_table() -> None:
     table = report.to_table()
     assert "port-restricted-cone" in table
     assert "not run: hairpin: because" in table
+
+
+@pytest.mark.parametrize(
+    ("mapping", "two_servers", "behind_nat", "expected"),
+    [
+        (EI, None, True, True),
+        (AD, True, True, False),  # the RFC 5780 test wins over the two-server comparison
+        (APD, None, True, False),
+        (None, True, True, True),
+        (None, False, True, False),
+        (None, None, True, None),
+        (None, None, False, True),  # no NAT: nothing is mapped
+        (APD, False, False, True),
+    ],
+)
+def test_mapping_independence(mapping, two_servers, behind_nat, expected) -> None:  # type: ignore[no-untyped-def]
+    assert mapping_independence(mapping, two_servers, behind_nat=behind_nat) is expected

@@ -9,7 +9,11 @@ from collections.abc import Callable
 import pytest
 
 from netsim import Address, NatConfig, Network
-from rendezvous.stun_service import StunService, StunServiceConfig
+from rendezvous.binding import StunServiceConfig
+from rendezvous.core import RendezvousCore
+from rendezvous.introductions import RendezvousConfig
+from rendezvous.registry import NameRegistry
+from rendezvous.routes import UdpSocket
 from stunproto import AttrType, ChangeRequest, MessageClass, Method, StunMessage
 from stunproto.client import ResponseReceived, RetransmitPolicy, StunClient
 from stunproto.message import new_transaction_id
@@ -23,16 +27,17 @@ class ServiceSocket:
 
     def __init__(
         self,
-        service: StunService,
+        service: RendezvousCore,
         local: Address,
         outboxes: dict[Address, list[tuple[bytes, Address]]],
     ) -> None:
         self.service, self.local, self.outboxes = service, local, outboxes
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
-        reply = self.service.handle(data, source, self.local, now)
-        if reply is not None:
-            self.outboxes[reply.local].append((reply.data, reply.destination))
+        self.service.receive_datagram(data, source, UdpSocket(self.local), now)
+        for reply in self.service.datagrams_to_send(now):
+            assert isinstance(reply.via, UdpSocket)
+            self.outboxes[reply.via.local].append((reply.data, reply.destination))
 
     def handle_timer(self, now: float) -> None:
         pass
@@ -49,7 +54,8 @@ def probe(config: NatConfig, seed: int = 0) -> tuple[str, str]:
     """(mapping, filtering) as RFC 5780 section 4.3/4.4 would infer them."""
     rng = random.Random(seed)
     net = Network(rng=rng)
-    service = StunService(StunServiceConfig(primary=PRIMARY, alternate_ip=ALT_IP))
+    stun = StunServiceConfig(primary=PRIMARY, alternate_ip=ALT_IP)
+    service = RendezvousCore(RendezvousConfig(stun=stun), NameRegistry())
     server = net.add_host("stun", PRIMARY[0], extra_ips=[ALT_IP], delay=0.01)
     outboxes: dict[Address, list[tuple[bytes, Address]]] = {a: [] for a in service.local_addresses}
     for local in service.local_addresses:

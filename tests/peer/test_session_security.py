@@ -3,47 +3,16 @@ handshake message for a probe, no path change for a replayed handshake answer.""
 
 from __future__ import annotations
 
-import random
-
 from peer.events import PathKind
-from peer.identity import Identity
-from peer.session import INIT, PROBE, PeerSession, SessionState
-from rvproto.messages import Introduction, Role
+from peer.handshake import INIT, PROBE
+from peer.session import PeerSession, SessionState
+from tests.support.sessions import ALICE_PUBLIC, BOB_PUBLIC, session_pair
 
-ALICE_PUBLIC = ("198.51.100.1", 40001)
-BOB_PUBLIC = ("198.51.100.2", 40002)
 ATTACKER = ("192.0.2.66", 6666)
 
 
 def pair() -> tuple[PeerSession, PeerSession]:
-    alice, bob = Identity.generate(), Identity.generate()
-    token = bytes(range(16))
-
-    def intro(name: str, key: bytes, public: tuple[str, int], role: Role) -> Introduction:
-        return Introduction(
-            name=name,
-            public_key=key,
-            public_endpoint=public,
-            private_endpoints=(),
-            role=role,
-            token=token,
-            punch_delay=0.0,
-            nat_type="full-cone",
-        )
-
-    initiator = PeerSession(
-        intro("bob", bob.public_key, BOB_PUBLIC, Role.INITIATOR),
-        alice.x25519_private,
-        0.0,
-        rng=random.Random(1),
-    )
-    responder = PeerSession(
-        intro("alice", alice.public_key, ALICE_PUBLIC, Role.RESPONDER),
-        bob.x25519_private,
-        0.0,
-        rng=random.Random(2),
-    )
-    return initiator, responder
+    return session_pair()
 
 
 def test_a_strangers_probe_gets_no_handshake() -> None:
@@ -62,22 +31,22 @@ def test_the_peers_probe_is_answered_at_most_once_per_interval() -> None:
     for _ in range(100):
         initiator.receive_datagram(bytes([PROBE]), BOB_PUBLIC, 0.001)
     sent = initiator.datagrams_to_send(0.001)
-    assert len([d for d, to in sent if to == BOB_PUBLIC and d[0] == INIT]) == 1
+    assert len([d for d, to, _ in sent if to == BOB_PUBLIC and d[0] == INIT]) == 1
 
 
 def test_a_replayed_handshake_answer_from_elsewhere_moves_nothing() -> None:
     initiator, responder = pair()
     now = 0.0
     initiator.handle_timer(now)  # punch: message 1 to bob
-    (message1,) = [d for d, to in initiator.datagrams_to_send(now) if to == BOB_PUBLIC]
+    (message1,) = [d for d, to, _ in initiator.datagrams_to_send(now) if to == BOB_PUBLIC]
     assert responder.receive_datagram(message1, ALICE_PUBLIC, now)
-    (message2,) = [d for d, to in responder.datagrams_to_send(now) if to == ALICE_PUBLIC]
+    (message2,) = [d for d, to, _ in responder.datagrams_to_send(now) if to == ALICE_PUBLIC]
     assert initiator.receive_datagram(message2, BOB_PUBLIC, now)
     assert initiator.state is SessionState.CONNECTED and initiator.remote == BOB_PUBLIC
     initiator.datagrams_to_send(now)
     # The attacker replays both handshake messages from its own address.
     assert not responder.receive_datagram(message1, ATTACKER, now + 1)
-    assert all(to != ATTACKER for _, to in responder.datagrams_to_send(now + 1))
+    assert all(to != ATTACKER for _, to, _ in responder.datagrams_to_send(now + 1))
     assert not initiator.receive_datagram(message2, ATTACKER, now + 1)
     assert initiator.remote == BOB_PUBLIC and initiator.path is PathKind.DIRECT
-    assert all(to != ATTACKER for _, to in initiator.datagrams_to_send(now + 1))
+    assert all(to != ATTACKER for _, to, _ in initiator.datagrams_to_send(now + 1))

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from peer.birthday import BirthdayConfig, split_socket
+from peer.birthday import BirthdayConfig
 from peer.events import Connected, ConnectFailed, MessageReceived, PathKind, SessionClosed
 from peer.identity import Identity
 from peer.known_peers import KnownPeers, Verdict
+from peer.routes import ExtraSocket
 from peer.session import SessionConfig
 from tests.support.sim import IMPOSSIBLE, KINDS, build_world
 
@@ -250,7 +251,7 @@ def test_birthday_trick_punches_symmetric_against_port_restricted(
     hard = world.a if kind_a == "symmetric" else world.b
     hard_connected = hard.first(Connected)
     assert isinstance(hard_connected, Connected)
-    assert split_socket(hard_connected.remote)[0] is not None  # through an extra socket
+    assert isinstance(hard_connected.via, ExtraSocket)  # through an extra socket
     world.a.agent.send("bob", b"birthday", world.net.now)
     world.b.agent.send("alice", b"paradox", world.net.now)
     world.net.wake()

@@ -27,17 +27,11 @@ from peer.events import (
     PermissionFailed,
     TurnEvent,
 )
-from peer.turn_client import (
-    CHANNEL_MIN,
-    TurnClient,
-    TurnClientConfig,
-    TurnState,
-    decode_channel_data,
-    encode_channel_data,
-)
-from rendezvous.turn import rest_credentials
+from peer.turn_client import TurnClient, TurnClientConfig, TurnState
+from rendezvous.turn_auth import rest_credentials
 from stunproto import AttrType, ErrorCode, MessageClass, Method, StunMessage, long_term_key
 from stunproto.attributes import Address
+from stunproto.channel_data import CHANNEL_MIN, decode_channel_data, encode_channel_data
 from stunproto.client import RetransmitPolicy
 from stunproto.message import new_transaction_id
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from natprobe.report import NatType
 from netsim import Nat, NatConfig, Network
 from peer.agent import AgentConfig, PeerAgent
 from peer.events import AgentEvent, LoggedIn
@@ -25,6 +26,15 @@ KINDS: dict[str, NatConfig | None] = {
 }
 # A symmetric NAT that allocates ports one after another (port prediction's case).
 SEQUENTIAL_SYMMETRIC = NatConfig.symmetric(port_allocation="sequential")
+# What natprobe would say of each (what the peers log in with).
+NAT_TYPES: dict[str, NatType] = {
+    "open": NatType.OPEN_INTERNET,
+    "full-cone": NatType.FULL_CONE,
+    "restricted-cone": NatType.RESTRICTED_CONE,
+    "port-restricted-cone": NatType.PORT_RESTRICTED_CONE,
+    "symmetric": NatType.SYMMETRIC,
+    "sequential-symmetric": NatType.SYMMETRIC,
+}
 # Pairs where no direct path exists: two symmetric NATs with random ports. (A symmetric
 # NAT against a port-restricted cone needs the birthday trick, which the peers use.)
 IMPOSSIBLE = {("symmetric", "symmetric")}
@@ -113,7 +123,7 @@ def build_world(
                     name=name,
                     public_key=identity.public_key,
                     private_endpoints=((ip, port),),
-                    nat_type="symmetric" if kind == "sequential-symmetric" else kind,
+                    nat_type=NAT_TYPES[kind],
                 ),
                 session=session or SessionConfig(),
                 relay_only=name in relay_only,

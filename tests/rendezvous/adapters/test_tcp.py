@@ -21,10 +21,11 @@ from peer.events import Allocated, ChannelBound, DataReceived, Introduced, Logge
 from peer.identity import Identity
 from peer.rendezvous_client import RendezvousClient, RendezvousClientConfig
 from peer.turn_client import TurnClient, TurnClientConfig
-from rendezvous.server import RendezvousServer
-from rendezvous.stun_service import StunServiceConfig
-from rendezvous.tcp import TcpConfig
-from rendezvous.turn import TurnConfig, rest_credentials
+from rendezvous.adapters.server import RendezvousServer
+from rendezvous.adapters.tcp import TcpConfig
+from rendezvous.binding import StunServiceConfig
+from rendezvous.turn_auth import rest_credentials
+from rendezvous.turn_config import TurnConfig
 from stunproto import AttrType, MessageClass, Method, StunMessage
 from stunproto.attributes import Address
 from stunproto.framing import StreamDecoder, frame
@@ -229,7 +230,7 @@ async def test_turn_over_tcp_relays_to_a_udp_peer_and_back() -> None:
             try:
                 client.allocate(loop.time())
                 await driver.run(client, has(Allocated))
-                assert server.turn is not None and server.turn.server.allocation_count == 1
+                assert server.core.turn is not None and server.core.turn.allocation_count == 1
 
                 # CreatePermission and a Send indication; the answer as a Data indication.
                 assert client.send(b"hello", peer, loop.time())

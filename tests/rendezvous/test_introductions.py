@@ -1,5 +1,6 @@
-"""The sans-I/O rendezvous: login with a signed challenge, ownership of names, replay
-protection, introductions with a punch schedule, bounded state and small answers."""
+"""The sans-I/O rendezvous protocol, through the rendezvous core: login with a signed
+challenge, ownership of names, replay protection, introductions with a punch schedule,
+bounded state and small answers."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 from peer.events import ConnectFailed, Introduced, LoggedIn, LoginFailed
 from peer.identity import Identity
 from peer.rendezvous_client import RendezvousClient, RendezvousClientConfig
+from rendezvous.binding import StunServiceConfig
+from rendezvous.core import RendezvousCore
+from rendezvous.introductions import RendezvousConfig
 from rendezvous.registry import NameRegistry
-from rendezvous.service import RendezvousConfig, RendezvousService
-from rendezvous.stun_service import StunServiceConfig
+from rendezvous.routes import TcpConnection, Transmit, UdpSocket
 from rvproto.messages import Role, RvAttr, RvMethod, parse_rv, rv_message
 from stunproto import AttrType, MessageClass
 from stunproto.attributes import Address
@@ -21,24 +24,44 @@ from stunproto.message import new_transaction_id
 SERVER = ("203.0.113.10", 3478)
 ALICE_AT = ("198.51.100.1", 40001)
 BOB_AT = ("198.51.100.2", 40002)
+VIA = UdpSocket(SERVER)
 
 
-def make_service(registry: NameRegistry | None = None, **kw: object) -> RendezvousService:
+def make_service(registry: NameRegistry | None = None, **kw: object) -> RendezvousCore:
     rng = random.Random(5)
-    return RendezvousService(
+    return RendezvousCore(
         RendezvousConfig(stun=StunServiceConfig(primary=SERVER), **kw),  # type: ignore[arg-type]
         registry or NameRegistry(),
         random_bytes=rng.randbytes,
     )
 
 
+def exchange(
+    core: RendezvousCore, data: bytes, source: Address, now: float
+) -> tuple[Transmit | None, list[Transmit]]:
+    """One datagram from ``source`` on the primary socket: (the answer to it, if any, and
+    what else the core sent: introductions)."""
+    core.receive_datagram(data, source, VIA, now)
+    answers, others = [], []
+    for transmit in core.datagrams_to_send(now):
+        (answers if transmit.destination == source else others).append(transmit)
+    assert len(answers) <= 1 and all(t.via == VIA for t in answers)
+    return (answers[0] if answers else None), others
+
+
+def handle(core: RendezvousCore, data: bytes, source: Address, now: float) -> Transmit | None:
+    return exchange(core, data, source, now)[0]
+
+
 class Wire:
     """Carries datagrams between one service and clients, instantly, recording them."""
 
-    def __init__(self, service: RendezvousService) -> None:
+    def __init__(self, service: RendezvousCore) -> None:
         self.service = service
         self.clients: dict[Address, RendezvousClient] = {}
         self.captured: list[tuple[bytes, Address]] = []  # client -> server datagrams
+        self.sent: list[Transmit] = []  # server -> client
+        self.vias: dict[Address, UdpSocket | TcpConnection] = {}  # how each client talks
         self.now = 0.0
 
     def client(self, name: str, identity: Identity, at: Address) -> RendezvousClient:
@@ -56,11 +79,10 @@ class Wire:
                 for data, destination in client.datagrams_to_send(self.now):
                     assert destination == SERVER
                     self.captured.append((data, at))
-                    reply = self.service.handle(data, at, SERVER, self.now)
-                    if reply is not None:
-                        self.deliver(reply.data, reply.destination)
+                    self.service.receive_datagram(data, at, self.vias.get(at, VIA), self.now)
                     moved = True
-            for reply in self.service.datagrams_to_send(self.now):
+            for reply in self.service.datagrams_to_send(self.now):  # answers, introductions
+                self.sent.append(reply)
                 self.deliver(reply.data, reply.destination)
                 moved = True
             if not moved:
@@ -126,7 +148,7 @@ def test_replayed_login_is_refused_from_anywhere() -> None:
     # From elsewhere: the challenge was never issued there. From the same address after
     # the retransmission window: the challenge was used.
     for source, when, code in ((("192.0.2.66", 6666), 1.0, 401), (ALICE_AT, 45.0, 438)):
-        reply = service.handle(signed[0], source, SERVER, wire.now + when)
+        reply = handle(service, signed[0], source, wire.now + when)
         assert reply is not None
         error = parse_rv(reply.data).get(AttrType.ERROR_CODE)
         assert error is not None and error.code == code, error
@@ -197,7 +219,7 @@ def test_unauthenticated_answers_are_small() -> None:
         new_transaction_id(),
         ((RvAttr.PEER_NAME, "a"), (RvAttr.PUBLIC_KEY, bytes(32))),
     ).encode(fingerprint=True)
-    reply = service.handle(request, ALICE_AT, SERVER, 0.0)
+    reply = handle(service, request, ALICE_AT, 0.0)
     assert reply is not None
     assert len(reply.data) <= len(request) + 40  # a challenge, not an amplifier
 
@@ -212,7 +234,7 @@ def test_requests_without_session_integrity_are_refused() -> None:
         new_transaction_id(),
         ((AttrType.USERNAME, "alice"), (RvAttr.PEER_NAME, "bob")),
     ).encode(integrity_key=b"guessed key 1234", fingerprint=True)
-    reply = service.handle(forged, ("192.0.2.66", 6666), SERVER, 0.0)
+    reply = handle(service, forged, ("192.0.2.66", 6666), 0.0)
     assert reply is not None
     assert parse_rv(reply.data).get(AttrType.ERROR_CODE).code == 401
 
@@ -235,8 +257,8 @@ def test_a_retransmitted_login_gets_the_same_answer() -> None:
     wire = Wire(service)
     logged_in(wire, "alice", Identity.generate(), ALICE_AT)
     signed = [data for data, _ in wire.captured if parse_rv(data).get(RvAttr.SIGNATURE)]
-    first = service.handle(signed[0], ALICE_AT, SERVER, wire.now)
-    again = service.handle(signed[0], ALICE_AT, SERVER, wire.now + 1)
+    first = handle(service, signed[0], ALICE_AT, wire.now)
+    again = handle(service, signed[0], ALICE_AT, wire.now + 1)
     assert first is not None and again is not None
     assert first.data == again.data
     assert parse_rv(again.data).message_class is MessageClass.SUCCESS
@@ -250,10 +272,10 @@ def test_a_retransmitted_connect_does_not_introduce_twice() -> None:
     alice.connect("bob", wire.now)
     (request, _) = alice.datagrams_to_send(wire.now)[0], None
     data = request[0]
-    first = service.handle(data, ALICE_AT, SERVER, wire.now)
-    again = service.handle(data, ALICE_AT, SERVER, wire.now + 0.5)
+    first, introduced_first = exchange(service, data, ALICE_AT, wire.now)
+    again, introduced_again = exchange(service, data, ALICE_AT, wire.now + 0.5)
     assert first is not None and again is not None and first.data == again.data
-    introductions = service.datagrams_to_send(wire.now + 0.5)
+    introductions = introduced_first + introduced_again
     assert len(introductions) == 1  # one PEER request to Bob, not two
 
 
@@ -285,6 +307,21 @@ def test_a_login_with_an_appended_attribute_is_refused() -> None:
         new_transaction_id(),
         (*message.attributes, (RvAttr.PRIVATE_ENDPOINT, ("192.0.2.66", 53))),
     )
-    reply = service.handle(tampered.encode(fingerprint=True), ALICE_AT, SERVER, wire.now)
+    reply = handle(service, tampered.encode(fingerprint=True), ALICE_AT, wire.now)
     assert reply is not None
     assert parse_rv(reply.data).message_class is MessageClass.ERROR
+
+
+def test_answers_and_introductions_go_by_the_route_of_the_login() -> None:
+    service = make_service()
+    wire = Wire(service)
+    over_tcp = TcpConnection(SERVER)
+    wire.vias[BOB_AT] = over_tcp  # Bob's UDP is blocked: he logged in over TCP
+    alice = logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    bob = logged_in(wire, "bob", Identity.generate(), BOB_AT)
+    alice.connect("bob", wire.now)
+    wire.run()
+    assert any(isinstance(e, Introduced) for e in events(bob))
+    to_bob = {t.via for t in wire.sent if t.destination == BOB_AT}
+    to_alice = {t.via for t in wire.sent if t.destination == ALICE_AT}
+    assert to_bob == {over_tcp} and to_alice == {VIA}

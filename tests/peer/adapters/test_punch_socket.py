@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from natprobe import NatType, ProbeConfig, probe
+from peer.adapters.punch_socket import PunchSocket
 from peer.cli import main
-from peer.socket import PunchSocket
-from rendezvous.server import RendezvousServer
-from rendezvous.stun_service import StunServiceConfig
+from rendezvous.adapters.server import RendezvousServer
+from rendezvous.binding import StunServiceConfig
 from tests.support.loopback import free_port_pair
 
 

@@ -1,10 +1,13 @@
 """Sans-I/O STUN Binding service: RFC 8489/5389, RFC 3489 compatibility, RFC 5780.
 
 The service answers on up to four local transport addresses: the primary and alternate IP,
-each with the primary and alternate port. ``handle`` is told which local address a request
-arrived on and returns the response, the local address to send it from (CHANGE-REQUEST picks
+each with the primary and alternate port. ``answer`` is told which local address a request
+arrived on and returns the response, the socket to send it from (CHANGE-REQUEST picks
 another one) and the destination, which is always the request's source IP (RESPONSE-PORT may
 change only the port): the service never reflects traffic toward a third party.
+
+The per-source rate limit is the caller's (``rendezvous.core``), checked before ``answer``;
+``responder`` is the hot path for plain Binding requests and checks it itself.
 """
 
 from __future__ import annotations
@@ -16,16 +19,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from rendezvous.answers import error_answer
 from rendezvous.ratelimit import RateLimit, SourceRateLimiter
-from stunproto import (
-    AttrType,
-    ChangeRequest,
-    ErrorCode,
-    MessageClass,
-    Method,
-    StunDecodeError,
-    StunMessage,
-)
+from rendezvous.routes import Transmit, UdpSocket, address_text
+from stunproto import AttrType, ChangeRequest, MessageClass, Method, StunDecodeError, StunMessage
 from stunproto.attributes import Address, is_comprehension_required
 from stunproto.message import MAGIC_COOKIE, encode_attribute
 
@@ -49,7 +46,7 @@ _UNDERSTOOD = frozenset(
 )
 
 _COOKIE = MAGIC_COOKIE.to_bytes(4, "big")
-_PLAIN_BINDING_HEADER = b"\x00\x01\x00\x00" + _COOKIE
+PLAIN_BINDING_HEADER = b"\x00\x01\x00\x00" + _COOKIE
 _FINGERPRINT_XOR = 0x5354554E
 _FINGERPRINT_TLV = b"\x80\x28\x00\x04"
 _U32 = struct.Struct("!I").pack
@@ -57,9 +54,16 @@ _U32 = struct.Struct("!I").pack
 # just make it start over).
 _FAST_CACHE_MAX = 16384
 
+# ``BindingService.responder(local)``: (data, source, now) -> the answer to a plain Binding
+# request (send it from ``local`` to ``source``), b"" when the rate limit dropped it, None
+# when the datagram is not a plain Binding request (the caller takes the general path).
+PlainBindingResponder = Callable[[bytes, Address, float], "bytes | None"]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StunServiceConfig:
+    """The server's STUN sockets and what the Binding answers carry."""
+
     primary: Address
     alternate_ip: str | None = None
     alternate_port: int | None = None  # defaults to the primary port + 1 (RFC 3489 habit)
@@ -71,25 +75,10 @@ class StunServiceConfig:
         return self.alternate_port if self.alternate_port is not None else self.primary[1] + 1
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    data: bytes
-    local: Address  # send from this local transport address
-    destination: Address
-
-
-# ``StunService.responder(local)``: (data, source, now) -> the answer to a plain Binding request
-# as bytes (send them from ``local`` to ``source``), otherwise what ``handle`` (or the
-# fallback handler) returns.
-Responder = Callable[[bytes, Address, float], "bytes | Reply | None"]
-# ``handle``'s signature: (data, source, local, now); the rendezvous service wraps it.
-Handler = Callable[[bytes, Address, Address, float], "Reply | None"]
-
-
-class StunService:
-    def __init__(self, config: StunServiceConfig) -> None:
+class BindingService:
+    def __init__(self, config: StunServiceConfig, limiter: SourceRateLimiter) -> None:
         self.config = config
-        self.limiter = SourceRateLimiter(config.rate_limit)
+        self.limiter = limiter
         ip, port = config.primary
         self.has_alternate = config.alternate_ip is not None
         if config.alternate_ip is not None:
@@ -102,8 +91,9 @@ class StunService:
             )
         else:
             self.local_addresses = ((ip, port),)
-        # Per-local-address constant attribute bytes for the fast path.
+        # Per-local-address constant attribute bytes for the fast path, and the routes.
         self._tails = {local: self._constant_tail(local) for local in self.local_addresses}
+        self._vias = {local: UdpSocket(local) for local in self.local_addresses}
 
     def other_address(self, local: Address) -> Address | None:
         """OTHER-ADDRESS (RFC 5780) and CHANGED-ADDRESS (RFC 3489): the server's alternate
@@ -123,8 +113,7 @@ class StunService:
     def _changed(self, local: Address, *, change_ip: bool, change_port: bool) -> Address:
         ip, port = local
         primary_ip, primary_port = self.config.primary
-        if change_ip:
-            assert self.config.alternate_ip is not None
+        if change_ip and self.config.alternate_ip is not None:  # checked by the caller
             ip = self.config.alternate_ip if ip == primary_ip else primary_ip
         if change_port:
             port = self.config.other_port if port == primary_port else primary_port
@@ -142,30 +131,28 @@ class StunService:
         ).encode()
         return encoded[20:]
 
-    def responder(self, local: Address, *, fallback: Handler | None = None) -> Responder:
-        """``handle`` for datagrams arriving on ``local``, specialised for the hot path.
+    def responder(self, local: Address) -> PlainBindingResponder:
+        """The hot path for plain 20-byte Binding requests arriving on ``local``.
 
-        Same answers as ``handle(data, source, local, now)``, except that the response to a
-        plain 20-byte Binding request comes back as bare bytes, always to be sent from
-        ``local`` to ``source``: no ``Reply`` is built for it, and the encoded address
-        attributes of IPv4 sources (which, XORed with the magic cookie only, do not depend on
-        the transaction id) are cached per source.
+        Same answer bytes as ``answer`` (always sent from ``local`` to ``source``), with the
+        rate limit applied, but no Transmit built, and the encoded address attributes of
+        IPv4 sources (which, XORed with the magic cookie only, do not depend on the
+        transaction id) cached per source.
         """
-        handle = fallback or self.handle
         allow = self.limiter.allow
         fast_success = self._fast_success
         tail = self._tails[local]
-        plain = _PLAIN_BINDING_HEADER
+        plain = PLAIN_BINDING_HEADER
         fp_tlv, fp_xor, u32, crc32 = _FINGERPRINT_TLV, _FINGERPRINT_XOR, _U32, zlib.crc32
         # IPv4 sources: XOR-MAPPED-ADDRESS and MAPPED-ADDRESS are 12 bytes each.
         prefix = b"\x01\x01" + struct.pack("!H", 24 + len(tail) + 8)
         cache: dict[Address, bytes] = {}  # source -> address attributes + constant tail
 
-        def respond(data: bytes, source: Address, now: float) -> bytes | Reply | None:
+        def respond(data: bytes, source: Address, now: float) -> bytes | None:
             if len(data) != 20 or data[:8] != plain:
-                return handle(data, source, local, now)
-            if not allow(source[0], now):
                 return None
+            if not allow(source[0], now):
+                return b""
             body = cache.get(source)
             if body is None:
                 response = fast_success(data, source, local)
@@ -180,14 +167,12 @@ class StunService:
 
         return respond
 
-    def handle(self, data: bytes, source: Address, local: Address, now: float) -> Reply | None:
-        if len(data) < 20 or data[0] >= 0x40:
-            return None
-        if not self.limiter.allow(source[0], now):
-            return None
-        if len(data) == 20 and data[:8] == _PLAIN_BINDING_HEADER:
-            # Fast path: the plain Binding request that nearly every client sends.
-            return Reply(self._fast_success(data, source, local), local, source)
+    def answer(self, data: bytes, source: Address, local: Address, now: float) -> Transmit | None:
+        """The answer to a STUN datagram (the rate limit already passed) that arrived on
+        ``local``; None for what gets no answer."""
+        if len(data) == 20 and data[:8] == PLAIN_BINDING_HEADER:
+            # The plain Binding request that nearly every client sends.
+            return Transmit(self._fast_success(data, source, local), source, self._vias[local])
         try:
             request = StunMessage.parse(data)
         except StunDecodeError:
@@ -195,7 +180,7 @@ class StunService:
         if request.message_class is not MessageClass.REQUEST:
             return None  # indications and stray responses get no answer
         if request.method != Method.BINDING:
-            return self._error(request, local, source, ErrorCode(400, "Bad Request"))
+            return self._error(request, local, source, 400, "Bad Request")
         unknown = tuple(
             kind
             for kind, _ in request.attributes
@@ -203,17 +188,12 @@ class StunService:
         )
         if unknown:
             # RESPONSE-ADDRESS lands here too: honouring it would make us a reflector.
-            return self._error(request, local, source, ErrorCode(420, "Unknown Attribute"), unknown)
+            return self._error(request, local, source, 420, "Unknown Attribute", unknown)
         change: ChangeRequest = request.get(AttrType.CHANGE_REQUEST, ChangeRequest())
         if (change.change_ip or change.change_port) and not self.has_alternate:
             # RFC 5780 section 6.1: a server without an alternate address answers 420.
-            return self._error(
-                request,
-                local,
-                source,
-                ErrorCode(420, "Unknown Attribute"),
-                (AttrType.CHANGE_REQUEST,),
-            )
+            unknown = (AttrType.CHANGE_REQUEST,)
+            return self._error(request, local, source, 420, "Unknown Attribute", unknown)
         send_from = (
             self._changed(local, change_ip=change.change_ip, change_port=change.change_port)
             if change.change_ip or change.change_port
@@ -221,7 +201,8 @@ class StunService:
         )
         response_port = request.get(AttrType.RESPONSE_PORT)
         destination = source if response_port is None else (source[0], response_port)
-        return Reply(self._success(request, source, local, send_from), send_from, destination)
+        success = self._success(request, source, local, send_from)
+        return Transmit(success, destination, self._vias[send_from])
 
     def _success(
         self, request: StunMessage, source: Address, local: Address, send_from: Address
@@ -262,26 +243,18 @@ class StunService:
         )
         header = b"\x01\x01" + struct.pack("!H", len(body) + 8) + data[4:20]
         message = header + body
-        fingerprint = (zlib.crc32(message) ^ 0x5354554E) & 0xFFFFFFFF
-        return message + b"\x80\x28\x00\x04" + fingerprint.to_bytes(4, "big")
+        fingerprint = (zlib.crc32(message) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
+        return message + _FINGERPRINT_TLV + fingerprint.to_bytes(4, "big")
 
     def _error(
         self,
         request: StunMessage,
         local: Address,
         source: Address,
-        error: ErrorCode,
+        code: int,
+        reason: str,
         unknown: tuple[int, ...] = (),
-    ) -> Reply:
-        if request.legacy:
-            # RFC 3489 11.2.9/11.2.10: reason padded with spaces and an even count of unknown
-            # attributes, so that every length is a multiple of four.
-            error = ErrorCode(error.code, error.reason + " " * (-len(error.reason) % 4))
-            if len(unknown) % 2:
-                unknown = (*unknown, unknown[-1])
-        attrs: list[tuple[int, object]] = [(AttrType.ERROR_CODE, error)]
-        if unknown:
-            attrs.append((AttrType.UNKNOWN_ATTRIBUTES, unknown))
-        reply = request.reply(MessageClass.ERROR, *attrs)
-        log.debug("stun_error", code=error.code, source=f"{source[0]}:{source[1]}")
-        return Reply(reply.encode(fingerprint=not request.legacy), local, source)
+    ) -> Transmit:
+        log.debug("stun_error", code=code, source=address_text(source))
+        answer = error_answer(request, code, reason, unknown=unknown)
+        return Transmit(answer, source, self._vias[local])

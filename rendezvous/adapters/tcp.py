@@ -2,22 +2,13 @@
 
 The rendezvous listens on TCP at the IP and port of its primary UDP socket. Each connection
 is one client; its byte stream is cut into messages by :mod:`stunproto.framing` (RFC 8489
-section 6.2.2, RFC 8656 section 12.5), and each message goes where the same datagram would
-go over UDP:
-
-* TURN methods and ChannelData (``is_turn_datagram``) to the embedded relay, as if they had
-  arrived on a client-facing socket of its own, ``turn_local`` = ``("tcp:<ip>", port)``.
-  The TURN server keys allocations (and cached answers) by (client source, local); a
-  distinct local keeps a TCP client apart from a UDP client that happens to have the same
-  address and port, and lets the relay's answers and relayed data (``Send(from_socket=
-  turn_local, destination=client)``) find their way back to the connection through the
-  sender this module attaches for ``turn_local``. Relaying to peers stays UDP (RFC 8656
-  allows TCP only between client and server, short of RFC 6062).
-* Everything else to ``RendezvousService.handle(data, source, local, now)`` with ``source``
-  the connection's remote address and ``local`` the primary address, exactly as a datagram
-  on the primary socket: the per-source rate limit, the answer cache and the registration
-  (whose endpoint becomes the TCP source) work unchanged. Answers go back on the
-  connection; server-initiated introductions to a TCP client's address too (see ``send``).
+section 6.2.2, RFC 8656 section 12.5), and each message goes to the core as the same
+datagram would over UDP, with the route ``TcpConnection(primary)``: the per-source rate
+limit, the answer caches, the registration (whose endpoint becomes the TCP source) and TURN
+allocations work unchanged, and the route keeps a TCP client apart from a UDP client that
+happens to have the same address and port. What the core sends by that route (answers,
+introductions to a peer that logged in over TCP, relayed data for a TURN client) is written
+to the connection from the transmit's destination. Relaying to peers stays UDP.
 
 Bounds: at most ``max_connections`` (and ``max_connections_per_ip``) connections; one
 that completed no message for ``idle_timeout`` seconds (its first one within
@@ -35,9 +26,9 @@ from typing import cast
 
 import structlog
 
-from rendezvous.service import RendezvousService
-from rendezvous.turn import is_turn_datagram
-from rendezvous.turn_adapter import TurnRelay
+from rendezvous.core import RendezvousCore
+from rendezvous.errors import ConfigError
+from rendezvous.routes import TcpConnection, address_text
 from stunproto.attributes import Address
 from stunproto.framing import FramingError, StreamDecoder, frame
 
@@ -60,14 +51,9 @@ class TcpConfig:
 
     def __post_init__(self) -> None:
         if min(self.max_connections, self.max_connections_per_ip) < 1:
-            raise ValueError("connection limits must be at least 1")
+            raise ConfigError("connection limits must be at least 1")
         if min(self.idle_timeout, self.first_message_timeout) <= 0 or self.max_write_buffer < 1:
-            raise ValueError("timeouts and max_write_buffer must be positive")
-
-
-def turn_local_for(listen: Address) -> Address:
-    """The client-facing "local address" under which the TURN server knows TCP clients."""
-    return ("tcp:" + listen[0], listen[1])
+            raise ConfigError("timeouts and max_write_buffer must be positive")
 
 
 class _Connection(asyncio.Protocol):
@@ -101,12 +87,11 @@ class _Connection(asyncio.Protocol):
             broken, messages = exc, exc.messages
         if messages:
             self._last_heard = self._loop.time()
-        for message in messages:
-            self._listener.dispatch(message, self)
+            self._listener.dispatch(messages, self.source)
         if broken is not None and self._transport is not None:
             # Answer what came before the garbage, then give up (close, not abort: those
             # answers are still to be flushed): nothing says where the next message starts.
-            log.debug("tcp_framing_error", source=_text(self.source), error=str(broken))
+            log.debug("tcp_framing_error", source=address_text(self.source), error=str(broken))
             self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,15 +100,14 @@ class _Connection(asyncio.Protocol):
             self._idle = None
         self._listener.forget(self)
 
-    def write(self, data: bytes) -> bool:
+    def write(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
-            return False
+            return
         if transport.get_write_buffer_size() > self._listener.config.max_write_buffer:
             self._listener.dropped += 1
-            return False
+            return
         transport.write(frame(data))
-        return True
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -139,36 +123,34 @@ class _Connection(asyncio.Protocol):
             due = self._last_heard + config.idle_timeout
         if self._loop.time() >= due:
             self._idle = None
-            log.debug("tcp_idle_close", source=_text(self.source))
+            log.debug("tcp_idle_close", source=address_text(self.source))
             self.abort()
         else:
             self._idle = self._loop.call_at(due, self._check_idle)
 
 
 class TcpListener:
-    """The rendezvous' TCP side: ``await start()``, ``close()``.
+    """The rendezvous's TCP side: ``await start()``, ``close()``.
 
-    ``local`` is the address requests are attributed to (the primary address, as the
-    service knows it); ``bind`` where to listen (the same, but with the port the primary
-    UDP socket actually got, should it have been configured as 0)."""
+    ``primary`` is the address requests are attributed to (the primary address, as the
+    core knows it); ``bind`` where to listen (the same, but with the port the primary
+    UDP socket actually got, should it have been configured as 0). ``flush`` sends what the
+    core queued; it runs after each chunk of messages."""
 
     def __init__(
         self,
-        service: RendezvousService,
-        local: Address,
+        core: RendezvousCore,
+        primary: Address,
         *,
-        turn: TurnRelay | None = None,
-        after_request: Callable[[], None] = lambda: None,
+        flush: Callable[[], None],
         config: TcpConfig | None = None,
         bind: Address | None = None,
     ) -> None:
-        self.service = service
-        self.local = local
-        self.turn_local = turn_local_for(local)
+        self._core = core
+        self.via = TcpConnection(primary)
         self.config = config or TcpConfig()
-        self._turn = turn
-        self._after_request = after_request
-        self._bind = bind or local
+        self._flush = flush
+        self._bind = bind or primary
         self._server: asyncio.Server | None = None
         self._connections: dict[Address, _Connection] = {}
         self._per_ip: dict[str, int] = {}
@@ -187,21 +169,17 @@ class TcpListener:
         )
         sockname = self._server.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
-        if self._turn is not None:
-            self._turn.attach_sender(self.turn_local, self._send_turn)
         log.info(
             "tcp_listening",
-            address=_text(self.address),
+            address=address_text(self.address),
             max_connections=self.config.max_connections,
-            relay=self._turn is not None,
+            relay=self._core.turn is not None,
         )
 
     def close(self) -> None:
         if self._server is not None:
             self._server.close()  # stops listening; connections are closed below
             self._server = None
-        if self._turn is not None:
-            self._turn.detach(self.turn_local)
         for connection in list(self._connections.values()):
             connection.abort()
         self._connections.clear()
@@ -217,7 +195,7 @@ class TcpListener:
             or connection.source in self._connections
         ):
             self.refused += 1
-            log.debug("tcp_refused", source=_text(connection.source))
+            log.debug("tcp_refused", source=address_text(connection.source))
             return False
         self._connections[connection.source] = connection
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
@@ -234,38 +212,16 @@ class TcpListener:
 
     # ------------------------------------------------------------------ messages
 
-    def dispatch(self, data: bytes, connection: _Connection) -> None:
-        """One message from ``connection``: to the relay or the service, as over UDP."""
-        if self._turn is not None and is_turn_datagram(data):
-            self._turn.client_datagram(data, connection.source, self.turn_local)
-            return
+    def dispatch(self, messages: list[bytes], source: Address) -> None:
+        """Whole messages from the connection at ``source``: to the core, as over UDP."""
         now = asyncio.get_running_loop().time()
-        reply = self.service.handle(data, connection.source, self.local, now)
-        if reply is not None:
-            if reply.local == self.local and reply.destination == connection.source:
-                connection.write(reply.data)
-            else:
-                # CHANGE-REQUEST or RESPONSE-PORT (RFC 5780) ask for an answer from another
-                # address or to another port: meaningful over UDP only.
-                log.debug("tcp_reply_needs_udp", source=_text(connection.source))
-        self._after_request()  # the request may have started an introduction
+        for message in messages:
+            self._core.receive_datagram(message, source, self.via, now)
+        self._flush()
 
-    def send(self, data: bytes, destination: Address) -> bool:
-        """Write a server-initiated message to the TCP client at ``destination``; False if
-        no client is connected from there (the caller sends it over UDP instead)."""
-        connection = self._connections.get(destination)
-        if connection is None:
-            return False
-        connection.write(data)
-        return True
-
-    def _send_turn(self, data: bytes, destination: Address) -> None:
-        # The relay's answers and relayed data for TCP clients; a client gone since is
-        # like a lost datagram.
+    def send(self, data: bytes, destination: Address) -> None:
+        """Write a message to the client connected from ``destination``; a client gone
+        since is like a lost datagram."""
         connection = self._connections.get(destination)
         if connection is not None:
             connection.write(data)
-
-
-def _text(address: Address) -> str:
-    return f"{address[0]}:{address[1]}"

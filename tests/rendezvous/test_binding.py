@@ -1,5 +1,5 @@
-"""The sans-I/O STUN Binding service: RFC 5780 address selection, RFC 3489 framing, and the
-rules that keep it from being a reflector."""
+"""The sans-I/O STUN Binding service, through the rendezvous core: RFC 5780 address
+selection, RFC 3489 framing, and the rules that keep it from being a reflector."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import os
 
 import pytest
 
+from rendezvous.binding import StunServiceConfig
+from rendezvous.core import RendezvousCore
+from rendezvous.introductions import RendezvousConfig
 from rendezvous.ratelimit import RateLimit
-from rendezvous.stun_service import StunService, StunServiceConfig
+from rendezvous.registry import NameRegistry
+from rendezvous.routes import Transmit, UdpSocket
 from stunproto import AttrType, ChangeRequest, ErrorCode, MessageClass, Method, StunMessage
 from stunproto.message import new_transaction_id
 
@@ -17,10 +21,19 @@ ALT_IP = "203.0.113.11"
 CLIENT = ("198.51.100.20", 40000)
 
 
-def _service(alternate: bool = True, **kw: object) -> StunService:
-    return StunService(
-        StunServiceConfig(primary=PRIMARY, alternate_ip=ALT_IP if alternate else None, **kw)  # type: ignore[arg-type]
-    )
+def _service(alternate: bool = True, **kw: object) -> RendezvousCore:
+    stun = StunServiceConfig(primary=PRIMARY, alternate_ip=ALT_IP if alternate else None, **kw)  # type: ignore[arg-type]
+    return RendezvousCore(RendezvousConfig(stun=stun), NameRegistry())
+
+
+def _handle(
+    core: RendezvousCore, data: bytes, source: tuple[str, int], local: tuple[str, int], now: float
+) -> Transmit | None:
+    """One datagram on the STUN socket at ``local``: the one answer, or None."""
+    core.receive_datagram(data, source, UdpSocket(local), now)
+    sent = core.datagrams_to_send(now)
+    assert len(sent) <= 1
+    return sent[0] if sent else None
 
 
 def _request(*attrs: tuple[int, object], legacy: bool = False) -> StunMessage:
@@ -30,8 +43,8 @@ def _request(*attrs: tuple[int, object], legacy: bool = False) -> StunMessage:
     return StunMessage(Method.BINDING, MessageClass.REQUEST, tid, attrs)
 
 
-def _answer(service: StunService, request: StunMessage, local: tuple[str, int] = PRIMARY):
-    reply = service.handle(request.encode(), CLIENT, local, 0.0)
+def _answer(service: RendezvousCore, request: StunMessage, local: tuple[str, int] = PRIMARY):
+    reply = _handle(service, request.encode(), CLIENT, local, 0.0)
     assert reply is not None
     return reply, StunMessage.parse(reply.data)
 
@@ -49,7 +62,7 @@ def test_four_sockets_with_alternate_port_defaulting_to_primary_plus_one() -> No
 def test_plain_binding_gets_mapped_origin_and_other_address() -> None:
     request = _request()
     reply, response = _answer(_service(), request)
-    assert reply.local == PRIMARY and reply.destination == CLIENT
+    assert reply.via == UdpSocket(PRIMARY) and reply.destination == CLIENT
     assert response.transaction_id == request.transaction_id
     assert response.message_class is MessageClass.SUCCESS
     assert response.get(AttrType.XOR_MAPPED_ADDRESS) == CLIENT
@@ -84,7 +97,7 @@ def test_change_request_picks_the_source(
 ) -> None:
     request = _request((AttrType.CHANGE_REQUEST, ChangeRequest(change_ip, change_port)))
     reply, response = _answer(_service(), request)
-    assert reply.local == expected_local
+    assert reply.via == UdpSocket(expected_local)
     assert reply.destination == CLIENT
     assert response.get(AttrType.RESPONSE_ORIGIN) == expected_local
     # OTHER-ADDRESS describes the address the request arrived on.
@@ -94,7 +107,7 @@ def test_change_request_picks_the_source(
 def test_change_request_from_the_alternate_socket_goes_back_to_primary() -> None:
     request = _request((AttrType.CHANGE_REQUEST, ChangeRequest(True, True)))
     reply, response = _answer(_service(), request, local=(ALT_IP, 3479))
-    assert reply.local == PRIMARY
+    assert reply.via == UdpSocket(PRIMARY)
     assert response.get(AttrType.OTHER_ADDRESS) == PRIMARY
 
 
@@ -138,7 +151,7 @@ def test_change_request_without_alternate_address_is_420_and_no_other_address() 
 def test_padding_is_echoed_no_larger_than_the_request() -> None:
     request = _request((AttrType.PADDING, bytes(500)))
     data = request.encode()
-    reply = _service().handle(data, CLIENT, PRIMARY, 0.0)
+    reply = _handle(_service(), data, CLIENT, PRIMARY, 0.0)
     assert reply is not None
     assert StunMessage.parse(reply.data).get(AttrType.PADDING) == bytes(500)
     assert len(reply.data) < len(data) + 100
@@ -149,19 +162,19 @@ def test_unknown_method_is_bad_request_and_indications_are_ignored() -> None:
     _, response = _answer(_service(), unknown)
     assert response.get(AttrType.ERROR_CODE).code == 400
     indication = StunMessage(Method.BINDING, MessageClass.INDICATION, new_transaction_id())
-    assert _service().handle(indication.encode(), CLIENT, PRIMARY, 0.0) is None
-    assert _service().handle(b"\xff" * 40, CLIENT, PRIMARY, 0.0) is None
-    assert _service().handle(b"\x00\x01\x00\x04" + bytes(16), CLIENT, PRIMARY, 0.0) is None
+    assert _handle(_service(), indication.encode(), CLIENT, PRIMARY, 0.0) is None
+    assert _handle(_service(), b"\xff" * 40, CLIENT, PRIMARY, 0.0) is None
+    assert _handle(_service(), b"\x00\x01\x00\x04" + bytes(16), CLIENT, PRIMARY, 0.0) is None
 
 
 def test_rate_limit_per_source() -> None:
     service = _service(rate_limit=RateLimit(rate=10, burst=5))
     data = _request().encode()
-    answered = [service.handle(data, CLIENT, PRIMARY, 0.0) is not None for _ in range(8)]
+    answered = [_handle(service, data, CLIENT, PRIMARY, 0.0) is not None for _ in range(8)]
     assert answered == [True] * 5 + [False] * 3
     # Another source is unaffected, and the first recovers as tokens refill.
-    assert service.handle(data, ("198.51.100.21", 1), PRIMARY, 0.0) is not None
-    assert service.handle(data, CLIENT, PRIMARY, 0.1) is not None
+    assert _handle(service, data, ("198.51.100.21", 1), PRIMARY, 0.0) is not None
+    assert _handle(service, data, CLIENT, PRIMARY, 0.1) is not None
     assert service.limiter.dropped == 3
 
 

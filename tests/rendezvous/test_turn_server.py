@@ -1,34 +1,31 @@
-"""The sans-I/O TURN server (RFC 8656 over UDP, TURN REST API credentials), with virtual time,
-and its asyncio adapter on loopback."""
+"""The sans-I/O TURN server (RFC 8656 over UDP, TURN REST API credentials), with virtual
+time."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import struct
-import time
 from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rendezvous.turn import (
+from rendezvous.routes import RelaySocket, TcpConnection, Transmit, UdpSocket
+from rendezvous.turn_auth import rest_credentials
+from rendezvous.turn_config import (
     CHANNEL_LIFETIME,
     PERMISSION_LIFETIME,
-    Send,
     TurnConfig,
-    TurnServer,
     is_turn_datagram,
-    rest_credentials,
 )
-from rendezvous.turn_adapter import TurnRelay
+from rendezvous.turn_server import TurnServer
 from stunproto import AttrType, ErrorCode, MessageClass, Method, StunMessage, long_term_key
 from stunproto.message import new_transaction_id
 
 SECRET = b"rest-secret"
 REALM = "example.org"
 LOCAL = ("203.0.113.1", 3478)
+VIA = UdpSocket(LOCAL)  # the client-facing socket the clients' datagrams come in on
 RELAY_IP = "203.0.113.1"
 CLIENT = ("198.51.100.7", 40000)
 PEER = ("192.0.2.9", 5000)
@@ -61,6 +58,7 @@ class Client:
     expires: float = WALL + 3600
     secret: bytes = SECRET
     nonce: str | None = None
+    via: UdpSocket | TcpConnection = VIA  # the route the client's datagrams come by
     username: str = field(init=False)
     key: bytes = field(init=False)
 
@@ -68,8 +66,8 @@ class Client:
         self.username, password = rest_credentials(self.secret, self.name, int(self.expires))
         self.key = long_term_key(self.username, REALM, password)
 
-    def raw(self, data: bytes, now: float = 0.0, wall: float = WALL) -> list[Send]:
-        return self.server.handle(data, self.source, LOCAL, now, wall)
+    def raw(self, data: bytes, now: float = 0.0, wall: float = WALL) -> list[Transmit]:
+        return self.server.handle(data, self.source, self.via, now, wall)
 
     def send(
         self,
@@ -91,7 +89,7 @@ class Client:
         data = request.encode(integrity_key=self.key if sign else None, fingerprint=True)
         sends = self.raw(data, now, wall)
         assert len(sends) == 1
-        assert sends[0].from_socket == LOCAL and sends[0].destination == self.source
+        assert sends[0].via == self.via and sends[0].destination == self.source
         answer = StunMessage.parse(sends[0].data)
         assert answer.transaction_id == request.transaction_id
         nonce = answer.get(AttrType.NONCE)
@@ -112,7 +110,7 @@ class Client:
             assert answer.check_integrity(self.key)
         return answer
 
-    def indication(self, peer: Address, data: bytes, now: float = 0.0) -> list[Send]:
+    def indication(self, peer: Address, data: bytes, now: float = 0.0) -> list[Transmit]:
         message = StunMessage(
             Method.SEND,
             MessageClass.INDICATION,
@@ -324,11 +322,12 @@ def test_permission_by_ip_lets_data_through_both_ways() -> None:
     server = _server()
     client, relay = _allocated(server)
     assert _permit(client, PEER).message_class is MessageClass.SUCCESS
-    assert client.indication(PEER, b"out") == [Send(b"out", relay, PEER)]
+    assert client.indication(PEER, b"out") == [Transmit(b"out", PEER, RelaySocket(relay))]
     other_port = (PEER[0], 6000)  # permissions are per IP (RFC 8656 section 9)
-    assert client.indication(other_port, b"out2") == [Send(b"out2", relay, other_port)]
+    relayed_out = [Transmit(b"out2", other_port, RelaySocket(relay))]
+    assert client.indication(other_port, b"out2") == relayed_out
     sends = server.handle_relayed(relay, b"in", other_port, 1.0)
-    assert len(sends) == 1 and sends[0].from_socket == LOCAL and sends[0].destination == CLIENT
+    assert len(sends) == 1 and sends[0].via == VIA and sends[0].destination == CLIENT
     data = StunMessage.parse(sends[0].data)
     assert (data.method, data.message_class) == (Method.DATA, MessageClass.INDICATION)
     assert data.get(AttrType.XOR_PEER_ADDRESS) == other_port and data.get(AttrType.DATA) == b"in"
@@ -354,9 +353,10 @@ def test_channel_bind_and_channel_data_both_ways() -> None:
     )
     assert bound.message_class is MessageClass.SUCCESS
     # The binding installed a permission, and ChannelData needs no padding over UDP.
-    assert client.raw(struct.pack("!HH", 0x4001, 3) + b"abc") == [Send(b"abc", relay, PEER)]
+    relayed_out = [Transmit(b"abc", PEER, RelaySocket(relay))]
+    assert client.raw(struct.pack("!HH", 0x4001, 3) + b"abc") == relayed_out
     sends = server.handle_relayed(relay, b"xyz", PEER, 1.0)
-    assert sends == [Send(struct.pack("!HH", 0x4001, 3) + b"xyz", LOCAL, CLIENT)]
+    assert sends == [Transmit(struct.pack("!HH", 0x4001, 3) + b"xyz", CLIENT, VIA)]
     # A peer at the same IP without a channel still gets Data indications.
     other = server.handle_relayed(relay, b"q", (PEER[0], 7), 1.0)
     assert StunMessage.parse(other[0].data).method == Method.DATA
@@ -553,92 +553,12 @@ def test_malformed_input_is_ignored_or_answered_never_raises(
     mutated = bytes(data[: max(cut, 1)]) + junk
     for sample in (mutated, bytes(data), junk):
         for send in client.raw(sample, 1.0):
-            assert send.from_socket in (LOCAL, relay)
+            assert send.via in (VIA, RelaySocket(relay))
             # Permissions are per IP (RFC 8656 9): a mutated port still reaches the peer's
             # host, never anyone else.
             assert send.destination == CLIENT or send.destination[0] == PEER[0]
         server.handle_relayed(relay, sample, PEER, 1.0)
         server.handle_relayed(("203.0.113.1", 1), sample, PEER, 1.0)
-
-
-# ---------------------------------------------------------------------- asyncio adapter
-
-
-async def test_turn_relay_on_loopback_relays_through_a_real_socket() -> None:
-    config = TurnConfig(
-        realm=REALM,
-        shared_secret=SECRET,
-        relay_ip="127.0.0.1",
-        relay_ports=range(20000, 60000),
-        denied_peers=(),  # the peer socket is on loopback
-    )
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer.bind(("127.0.0.1", 0))
-    peer.setblocking(False)
-    loop = asyncio.get_running_loop()
-    async with TurnRelay(config, listen=("127.0.0.1", 0)) as relay:
-        assert relay.local_address is not None
-        transport, inbox = await _client_socket(relay.local_address)
-        try:
-            username, password = rest_credentials(SECRET, "alice", int(time.time()) + 600)
-            key = long_term_key(username, REALM, password)
-
-            async def call(method: int, *attrs: tuple[int, object]) -> StunMessage:
-                nonce = "none"
-                for _ in range(2):
-                    creds = ((AttrType.USERNAME, username), (AttrType.REALM, REALM))
-                    message = StunMessage(
-                        method,
-                        MessageClass.REQUEST,
-                        new_transaction_id(),
-                        (*attrs, *creds, (AttrType.NONCE, nonce)),
-                    )
-                    transport.sendto(message.encode(integrity_key=key))
-                    answer = StunMessage.parse(await asyncio.wait_for(inbox.get(), 5))
-                    if _code(answer) != 438:
-                        return answer
-                    nonce = answer.get(AttrType.NONCE)
-                return answer
-
-            relayed = _relayed(await call(Method.ALLOCATE, (AttrType.REQUESTED_TRANSPORT, 17)))
-            peer_address = peer.getsockname()
-            await call(
-                Method.CHANNEL_BIND,
-                (AttrType.CHANNEL_NUMBER, 0x4000),
-                (AttrType.XOR_PEER_ADDRESS, peer_address),
-            )
-            transport.sendto(struct.pack("!HH", 0x4000, 4) + b"ping")
-            data, source = await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 5)
-            assert (data, source) == (b"ping", relayed)
-            await loop.sock_sendto(peer, b"pong", relayed)
-            echoed = await asyncio.wait_for(inbox.get(), 5)
-            assert echoed == struct.pack("!HH", 0x4000, 4) + b"pong"
-            deleted = await call(Method.REFRESH, (AttrType.LIFETIME, 0))
-            assert deleted.get(AttrType.LIFETIME) == 0
-            assert relay.server.allocation_count == 0
-            # The relay socket is closed: the port can be bound again.
-            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            probe.bind(relayed)
-            probe.close()
-        finally:
-            transport.close()
-    peer.close()
-
-
-class _Inbox(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.queue.put_nowait(data)
-
-
-async def _client_socket(
-    remote: Address,
-) -> tuple[asyncio.DatagramTransport, asyncio.Queue[bytes]]:
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(_Inbox, remote_addr=remote)
-    return transport, protocol.queue
 
 
 def test_a_relay_port_that_cannot_be_bound_drops_its_allocation() -> None:
@@ -660,7 +580,8 @@ def test_never_relays_into_the_servers_own_non_relay_ports() -> None:
     _permit(client, (RELAY_IP, 0))
     assert client.indication(LOCAL, b"loop") == []  # the TURN/rendezvous port itself
     other_relay = (RELAY_IP, 50009)  # another client's relayed address is a fine peer
-    assert client.indication(other_relay, b"hi") == [Send(b"hi", relay, other_relay)]
+    relayed_out = [Transmit(b"hi", other_relay, RelaySocket(relay))]
+    assert client.indication(other_relay, b"hi") == relayed_out
 
 
 def test_private_and_loopback_peers_are_refused_by_default() -> None:
@@ -669,3 +590,16 @@ def test_private_and_loopback_peers_are_refused_by_default() -> None:
     for ip in ("127.0.0.1", "10.0.0.5", "192.168.1.1", "169.254.169.254", "172.16.0.9"):
         assert _code(_permit(client, (ip, 53))) == 403, ip
     assert _code(_permit(client, ("198.51.100.20", 53))) is None
+
+
+def test_a_tcp_client_and_a_udp_client_at_one_address_are_two_five_tuples() -> None:
+    server = _server()
+    over_udp, udp_relay = _allocated(server)
+    over_tcp, tcp_relay = _allocated(server, via=TcpConnection(LOCAL), name="bob")
+    assert over_udp.source == over_tcp.source and udp_relay != tcp_relay
+    assert server.allocation_count == 2
+    for client, relay in ((over_udp, udp_relay), (over_tcp, tcp_relay)):
+        _permit(client, PEER)
+        # Relayed data goes back to each by its own route.
+        (back,) = server.handle_relayed(relay, b"x", PEER, 1.0)
+        assert back.via == client.via and back.destination == client.source

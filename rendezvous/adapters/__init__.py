@@ -1,0 +1,1 @@
+"""asyncio adapters around the sans-I/O rendezvous core: sockets, connections, timers."""

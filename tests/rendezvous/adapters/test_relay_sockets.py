@@ -1,0 +1,93 @@
+"""The standalone TURN relay's asyncio adapter on loopback: relay sockets opened and closed
+on the server's demand, ChannelData both ways through real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+
+from rendezvous.adapters.relay_sockets import TurnRelay
+from rendezvous.turn_auth import rest_credentials
+from rendezvous.turn_config import TurnConfig
+from stunproto import AttrType, MessageClass, Method, StunMessage, long_term_key
+from stunproto.message import new_transaction_id
+from tests.rendezvous.test_turn_server import REALM, SECRET, Address, _code, _relayed
+
+
+async def test_turn_relay_on_loopback_relays_through_a_real_socket() -> None:
+    config = TurnConfig(
+        realm=REALM,
+        shared_secret=SECRET,
+        relay_ip="127.0.0.1",
+        relay_ports=range(20000, 60000),
+        denied_peers=(),  # the peer socket is on loopback
+    )
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    loop = asyncio.get_running_loop()
+    async with TurnRelay(config, listen=("127.0.0.1", 0)) as relay:
+        assert relay.local_address is not None
+        transport, inbox = await _client_socket(relay.local_address)
+        try:
+            username, password = rest_credentials(SECRET, "alice", int(time.time()) + 600)
+            key = long_term_key(username, REALM, password)
+
+            async def call(method: int, *attrs: tuple[int, object]) -> StunMessage:
+                nonce = "none"
+                for _ in range(2):
+                    creds = ((AttrType.USERNAME, username), (AttrType.REALM, REALM))
+                    message = StunMessage(
+                        method,
+                        MessageClass.REQUEST,
+                        new_transaction_id(),
+                        (*attrs, *creds, (AttrType.NONCE, nonce)),
+                    )
+                    transport.sendto(message.encode(integrity_key=key))
+                    answer = StunMessage.parse(await asyncio.wait_for(inbox.get(), 5))
+                    if _code(answer) != 438:
+                        return answer
+                    nonce = answer.get(AttrType.NONCE)
+                return answer
+
+            relayed = _relayed(await call(Method.ALLOCATE, (AttrType.REQUESTED_TRANSPORT, 17)))
+            peer_address = peer.getsockname()
+            await call(
+                Method.CHANNEL_BIND,
+                (AttrType.CHANNEL_NUMBER, 0x4000),
+                (AttrType.XOR_PEER_ADDRESS, peer_address),
+            )
+            transport.sendto(struct.pack("!HH", 0x4000, 4) + b"ping")
+            data, source = await asyncio.wait_for(loop.sock_recvfrom(peer, 100), 5)
+            assert (data, source) == (b"ping", relayed)
+            await loop.sock_sendto(peer, b"pong", relayed)
+            echoed = await asyncio.wait_for(inbox.get(), 5)
+            assert echoed == struct.pack("!HH", 0x4000, 4) + b"pong"
+            deleted = await call(Method.REFRESH, (AttrType.LIFETIME, 0))
+            assert deleted.get(AttrType.LIFETIME) == 0
+            assert relay.server.allocation_count == 0
+            # The relay socket is closed: the port can be bound again.
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            probe.bind(relayed)
+            probe.close()
+        finally:
+            transport.close()
+    peer.close()
+
+
+class _Inbox(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.queue.put_nowait(data)
+
+
+async def _client_socket(
+    remote: Address,
+) -> tuple[asyncio.DatagramTransport, asyncio.Queue[bytes]]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(_Inbox, remote_addr=remote)
+    return transport, protocol.queue
