@@ -70,9 +70,16 @@ def pin(cpu: int | None) -> list[str]:
 
 
 def start_server(
-    name: str, argv: list[str], port: int, cpu: int | None, log_dir: Path, deadline_s: float = 15.0
+    name: str,
+    argv: list[str],
+    port: int,
+    cpu: int | None,
+    log_dir: Path,
+    deadline_s: float = 15.0,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` (pinned to ``cpu``) and return once it answers STUN on ``port``."""
+    """Start ``argv`` (pinned to ``cpu``; ``env`` added to the environment) and return once
+    it answers STUN on ``port``."""
     with (log_dir / f"{name}.log").open("wb") as log:
         proc = subprocess.Popen(
             pin(cpu) + argv,
@@ -80,6 +87,7 @@ def start_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            env={**os.environ, **env} if env else None,
             start_new_session=True,  # own process group: we kill exactly what we started
         )
     end = time.monotonic() + deadline_s

@@ -15,6 +15,8 @@ the load generator to another. Every server is killed at the end, also on error.
 Servers:
   rendezvous-default   python -m rendezvous: the event loop a default install runs (uvloop,
                        a default dependency where it exists; --event-loop auto)
+  rendezvous-nobatch   rendezvous-default with IOKIT_UDP_MMSG=0: one recvfrom_into and one
+                       sendto per datagram instead of recvmmsg/sendmmsg batches
   rendezvous-asyncio   python -m rendezvous --event-loop asyncio (plain asyncio)
   bare-uvloop/-asyncio a minimal DatagramProtocol answering plain Binding requests (the ceiling
                        of a Python responder; --no-baseline to skip)
@@ -76,6 +78,7 @@ class Server:
     argv: list[str]
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
     results: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
@@ -112,13 +115,14 @@ def build_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
     py = sys.executable
     limits = ["--rate", "1e9", "--burst", "1e9"]  # the per-source limit would cap the bench
     servers = []
-    for name, extra in (
-        ("rendezvous-default", ["--event-loop", "auto"]),
-        ("rendezvous-asyncio", ["--event-loop", "asyncio"]),
+    for name, extra, env in (
+        ("rendezvous-default", ["--event-loop", "auto"], {}),
+        ("rendezvous-nobatch", ["--event-loop", "auto"], {"IOKIT_UDP_MMSG": "0"}),
+        ("rendezvous-asyncio", ["--event-loop", "asyncio"], {}),
     ):
         port = free_port()
         argv = [py, "-m", "rendezvous", "--listen", f"{HOST}:{port}", *limits, *extra]
-        servers.append(Server(name, argv, port))
+        servers.append(Server(name, argv, port, env=env))
     if args.baseline:
         for name, flag in (("bare-uvloop", "1"), ("bare-asyncio", "0")):
             port = free_port()
@@ -177,7 +181,9 @@ def main() -> int:
             servers = [s for s in servers if s.name in wanted]
         try:
             for server in servers:
-                server.proc = start_server(server.name, server.argv, server.port, server_cpu, tmp)
+                server.proc = start_server(
+                    server.name, server.argv, server.port, server_cpu, tmp, env=server.env
+                )
                 print(f"started {server.name} on {HOST}:{server.port}", file=sys.stderr)
             warm = argparse.Namespace(**{**vars(args), "duration": args.warmup})
             for server in servers:
@@ -226,7 +232,7 @@ def main() -> int:
     coturn = [n for n in by_name if n.startswith("coturn")]
     if coturn:
         ref = coturn[0]
-        for ours in ("rendezvous-default", "rendezvous-asyncio"):
+        for ours in ("rendezvous-default", "rendezvous-nobatch", "rendezvous-asyncio"):
             if ours in by_name:
                 ratio = by_name[ours] / by_name[ref]
                 print(f"{ours} / {ref}: {ratio:.2f}")

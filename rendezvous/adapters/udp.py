@@ -1,4 +1,4 @@
-"""The rendezvous's STUN sockets (UDP, up to four with RFC 5780), read with one reused buffer.
+"""The rendezvous's STUN sockets (UDP, up to four with RFC 5780), read in batches.
 
 Plain Binding requests are answered in the read callback itself (the core's fast path, the
 answer sent straight back from the socket it came in on); everything else goes to

@@ -1,4 +1,9 @@
-"""iokit.udp_sockets: sockets by key, one reused buffer, batch reads, lossy sends."""
+"""iokit.udp_sockets: sockets by key, one reused buffer, batch reads, lossy sends.
+
+Every test here runs on both read paths: recvmmsg/sendmmsg batches (where the platform has
+them) and the recvfrom_into loop (IOKIT_UDP_MMSG=0); tests of the batched path's own logic
+are in test_udp_sockets_batched.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,23 @@ import socket
 
 import pytest
 
+from iokit.mmsg import ENVIRONMENT_SWITCH, load_calls
 from iokit.udp_sockets import UdpSockets
+from tests.iokit.udp_clients import answers, udp_client
+
+
+@pytest.fixture(autouse=True, params=["batched", "recvfrom"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "batched" and load_calls(True) is None:
+        pytest.skip("no recvmmsg/sendmmsg here")
+    monkeypatch.setenv(ENVIRONMENT_SWITCH, "1" if request.param == "batched" else "0")
+    return str(request.param)
+
+
+def test_the_environment_switch_picks_the_read_path(read_path: str) -> None:
+    assert UdpSockets(lambda *_: None).batched is (read_path == "batched")
+    assert not UdpSockets(lambda *_: None, batched=False).batched
+
 
 Received = list[tuple[str, bytes, tuple[str, int], float]]
 
@@ -153,3 +174,117 @@ async def test_per_socket_handlers_and_answers_sent_straight_back() -> None:
         answer = await loop.run_in_executor(None, client.recv, 100)
     assert answer == b"re:ping" and seen == [("echo", b"ping")]
     sockets.close_all()
+
+
+# ---------------------------------------------------------------- batches, both read paths
+
+
+async def test_answers_reach_their_own_sources_when_some_datagrams_get_none() -> None:
+    # Three clients interleaved in one batch; only every other datagram is answered, so the
+    # batch's answers are not in the slots their requests were read into.
+    def answer_odd(key: str, data: bytes, source: tuple[str, int], now: float) -> bytes | None:
+        return b"re:" + data if data[-1] % 2 else None
+
+    sockets: UdpSockets[str] = UdpSockets(answer_odd)
+    local = sockets.open("s", ("127.0.0.1", 0))
+    clients = [udp_client() for _ in range(3)]
+    try:
+        for i in range(30):  # all queued before the loop runs: one wake-up sees them all
+            clients[i % 3].sendto(bytes([i % 3, i]), local)
+        for n, client in enumerate(clients):
+            expected = [b"re:" + bytes([n, i]) for i in range(30) if i % 3 == n and i % 2]
+            assert await answers(client, len(expected)) == expected
+    finally:
+        for client in clients:
+            client.close()
+        sockets.close_all()
+
+
+async def test_the_largest_datagrams_pass_both_ways() -> None:
+    biggest = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
+    received, sockets = _collector()
+    local = sockets.open("big", ("127.0.0.1", 0))
+    echo = sockets.open("echo", ("127.0.0.1", 0), on_datagram=lambda k, d, s, n: d)
+    client = udp_client()
+    try:
+        client.sendto(b"x" * biggest, local)
+        client.sendto(b"y" * biggest, echo)
+        client.sendto(b"", echo)  # handed on, but b"" is no answer: nothing is sent
+        client.sendto(b"z", echo)
+        assert await answers(client, 2) == [b"y" * biggest, b"z"]
+        await _until(lambda: received)
+        assert received[0][1] == b"x" * biggest
+    finally:
+        client.close()
+        sockets.close_all()
+
+
+async def test_ipv6_sources_are_host_and_port() -> None:
+    received, sockets = _collector()
+    try:
+        local = sockets.open("v6", ("::1", 0))
+        client = udp_client(socket.AF_INET6)
+    except OSError:
+        pytest.skip("::1 not configured")
+    try:
+        client.sendto(b"six", local)
+        await _until(lambda: received)
+        assert received[0][1:3] == (b"six", client.getsockname()[:2])
+    finally:
+        client.close()
+        sockets.close_all()
+
+
+async def test_a_handler_closing_its_socket_mid_batch_keeps_the_answers_before_it() -> None:
+    sockets: UdpSockets[str]
+    seen: list[bytes] = []
+    after: list[bool] = []
+
+    def handler(key: str, data: bytes, source: tuple[str, int], now: float) -> bytes:
+        seen.append(data)
+        if data == b"close":
+            sockets.close(key)
+        return b"re:" + data
+
+    sockets = UdpSockets(handler, after_batch=lambda key: after.append(key in sockets))
+    local = sockets.open("s", ("127.0.0.1", 0))
+    client = udp_client()
+    try:
+        for data in (b"1", b"2", b"close", b"3"):
+            client.sendto(data, local)
+        assert await answers(client, 2) == [b"re:1", b"re:2"]
+        await _until(lambda: after)
+        assert seen == [b"1", b"2", b"close"] and after == [False] and "s" not in sockets
+        # Closed for real once the callback returned: the port is free again.
+        assert sockets.open("again", local) == local
+    finally:
+        client.close()
+        sockets.close_all()
+
+
+async def test_a_raising_handler_loses_no_other_datagram_of_the_batch() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[BaseException] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
+    batches: list[str] = []
+
+    def handler(key: str, data: bytes, source: tuple[str, int], now: float) -> bytes:
+        if data in (b"bad1", b"bad2"):
+            raise ValueError(data.decode())
+        return b"re:" + data
+
+    sockets: UdpSockets[str] = UdpSockets(handler, after_batch=batches.append)
+    local = sockets.open("s", ("127.0.0.1", 0))
+    client = udp_client()
+    try:
+        for data in (b"1", b"bad1", b"2", b"bad2", b"3"):
+            client.sendto(data, local)
+        assert await answers(client, 3) == [b"re:1", b"re:2", b"re:3"]
+        await _until(lambda: len(reported) == 2)
+        # Each exception reaches the loop's handler, and after_batch ran for each wake-up.
+        assert [str(exc) for exc in reported] == ["bad1", "bad2"]
+        assert batches and set(batches) == {"s"}
+    finally:
+        loop.set_exception_handler(None)
+        client.close()
+        sockets.close_all()
