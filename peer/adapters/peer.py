@@ -198,9 +198,14 @@ class Peer(AsyncLifecycle):
             attempt.handle_timer(loop.time())
 
     async def _open_tcp(self) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(*self.server), self.config.login_timeout
-        )
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(*self.server), self.config.login_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            # A login failure like any other (said in one line), not a traceback.
+            reason = str(exc) or "timed out"
+            raise PeerError(f"login failed: cannot reach the server over TCP: {reason}") from exc
         self._tcp = writer
         decoder = StreamDecoder()
 

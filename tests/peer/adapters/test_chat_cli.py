@@ -63,3 +63,19 @@ def test_unknown_peer_is_a_clear_error(tmp_path: Path) -> None:
             for pipe in (alice.stdin, alice.stdout, alice.stderr):
                 if pipe is not None:
                     pipe.close()
+
+
+def test_unreachable_server_over_tcp_is_one_line(tmp_path: Path) -> None:
+    # Nobody listens on this port: the TCP connect is refused at once.
+    port = free_port_pair()
+    args = chat_args(f"127.0.0.1:{port}", tmp_path, "alice", "--no-probe", "--transport", "tcp")
+    done = subprocess.run(
+        [sys.executable, "-m", "peer", "chat", *args],
+        input=b"",
+        capture_output=True,
+        timeout=60,
+    )
+    errors = done.stderr.decode()
+    assert done.returncode == 1
+    assert "Traceback" not in errors
+    assert "peer: login failed: cannot reach the server over TCP" in errors
