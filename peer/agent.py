@@ -36,7 +36,7 @@ from peer.events import (
 from peer.handshake import PEER_PACKET_TYPES
 from peer.known_peers import KeyChanged, KnownPeers, Verdict
 from peer.rendezvous_client import RendezvousClient, RendezvousClientConfig
-from peer.routes import DIRECT, RELAY, TCP, ExtraSocket, Transmit, Via
+from peer.routes import DIRECT, RELAY, TCP, ExtraSocket, ThroughRelay, Transmit, Via
 from peer.session import PeerSession, SessionConfig
 from peer.turn_client import TurnClient, TurnClientConfig
 from rvproto.keys import PublicKeyError
@@ -157,7 +157,7 @@ class PeerAgent:
         relay_only = self.config.relay_only
         for session in [*self.sessions.values(), *self._closing]:
             for data, address, via in session.datagrams_to_send(now):
-                if via != RELAY and not relay_only:
+                if not relay_only and not isinstance(via, ThroughRelay):
                     out.append((data, address, via))
                 elif self.turn is not None:
                     self.turn.send(data, address, now)  # through our relay

@@ -12,6 +12,7 @@ from netsim import Host
 from peer.agent import PeerAgent
 from peer.routes import DIRECT, ExtraSocket
 from stunproto.attributes import Address
+from tests.support.side_socket import SideSocket
 
 
 class AgentSockets:
@@ -46,21 +47,11 @@ class AgentSockets:
         return out
 
 
-class SimExtraSocket:
+class SimExtraSocket(SideSocket):
     def __init__(self, owner: AgentSockets, via: ExtraSocket) -> None:
+        super().__init__()
         self.owner = owner
         self.via = via
-        self.out: list[tuple[bytes, Address]] = []
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
         self.owner.agent.receive_datagram(data, source, now, self.via)
-
-    def handle_timer(self, now: float) -> None:
-        return None
-
-    def get_timer(self) -> float | None:
-        return None
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        out, self.out = self.out, []
-        return out

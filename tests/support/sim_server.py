@@ -13,6 +13,7 @@ from rendezvous.registry import NameRegistry
 from rendezvous.routes import RelaySocket, UdpSocket
 from rendezvous.turn_config import TurnConfig
 from stunproto.attributes import Address
+from tests.support.side_socket import SideSocket
 
 WALL_OFFSET = 1_800_000_000.0  # virtual time 0 is this unix time (TURN REST expiries)
 TURN_SECRET = b"sim relay secret"
@@ -64,27 +65,17 @@ class RendezvousApp:
         return out
 
 
-class RelaySocketApp:
+class RelaySocketApp(SideSocket):
     """One relay allocation's socket: datagrams from peers go to the core."""
 
     def __init__(self, owner: RendezvousApp, relay: Address) -> None:
+        super().__init__()
         self.owner = owner
         self.relay = relay
-        self.out: list[tuple[bytes, Address]] = []
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
         self.owner.core.receive_relayed(self.relay, data, source, now)
         self.owner.route(now)
-
-    def handle_timer(self, now: float) -> None:
-        return None
-
-    def get_timer(self) -> float | None:
-        return None
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        out, self.out = self.out, []
-        return out
 
 
 def add_server(
