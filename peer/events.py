@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from peer.routes import DIRECT, Via
+from peer.transport.events import TransportEvent
 from rvproto.messages import Introduction
 from stunproto.attributes import Address
 
@@ -183,7 +184,16 @@ class SessionClosed:
     reason: str
 
 
-SessionEvent = Connected | PathChanged | MessageReceived | SessionClosed
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    """Something the channel's transport reported (peer.transport.events): a stream opened,
+    readable, writable or reset, a datagram."""
+
+    peer: str
+    event: TransportEvent
+
+
+SessionEvent = Connected | PathChanged | MessageReceived | SessionClosed | ChannelEvent
 
 
 AgentEvent = RvEvent | SessionEvent | TurnEvent

@@ -4,14 +4,18 @@ A path is a route to the peer (peer.routes) and its kind: LAN (one of the peer's
 endpoints), DIRECT (punched through the NATs) or RELAY (the peer's relay allocation, or our
 own). The rules, each against a way of getting it wrong:
 
-* an authenticated, fresh packet from a new route moves the channel there (the peer roamed,
-  or the direct path was found), but never from a direct path back to the relay while the
-  direct path has carried something within ``failover_after`` (the peer has not noticed
-  yet that the direct path works);
+* paths rank LAN over DIRECT over RELAY. An authenticated, fresh packet from a better
+  route moves the channel there at once, so that both sides settle on the same kind of
+  path and say so once; from a route of the same kind only once the current one has been
+  quiet for ``roam_after`` (the peer's NAT rebound); from a worse one only once the
+  current one has been silent for ``failover_after`` (the peer has not noticed yet that
+  the better path works);
 * on the relay, direct packets must keep coming from the same route for ``stable_for``
   before the channel moves back (no flapping);
-* on a direct path, data unacknowledged for ``failover_after`` (or silence for a few
-  keepalive intervals) moves the channel to the relay, if there is one;
+* on a direct path, data unanswered for ``failover_after`` (or silence for a few
+  keepalive intervals) makes the session probe the relay, if there is one; the relay's
+  answer (an authenticated packet over it) moves the channel: a relay path is never
+  chosen unless it was proven alive;
 * on the relay, keepalives go to the last proven direct route every ``repunch_interval``,
   doubling up to ``repunch_max``, so that our NAT keeps a way open for the direct path to
   come back.
@@ -39,9 +43,13 @@ class NetworkPath:
     route: Route
     kind: PathKind
     validated_at: float | None = None  # an authenticated packet proved it both ways
-    # Last authenticated packet that came over it (kept for direct paths: the guard that
-    # keeps the relay from pulling a just-proven direct path back).
+    # Last authenticated packet that came over it (the guard that keeps a worse path from
+    # pulling a working one away).
     last_received: float = -math.inf
+
+
+# Which kind of path is better: a move to a better one happens at once.
+_RANK = {PathKind.RELAY: 0, PathKind.DIRECT: 1, PathKind.LAN: 2}
 
 
 class PathSelector:
@@ -55,6 +63,7 @@ class PathSelector:
         "_repunch_gap",
         "_repunch_interval",
         "_repunch_max",
+        "_roam_after",
         "_stable_for",
         "current",
         "direct",
@@ -65,6 +74,7 @@ class PathSelector:
     def __init__(self, config: SessionConfig, introduction: Introduction) -> None:
         self._failover_after = config.failover_after
         self._stable_for = config.stable_for
+        self._roam_after = config.roam_after
         self._repunch_interval = config.repunch_interval
         self._repunch_max = config.repunch_max
         self._private = introduction.private_endpoints
@@ -90,19 +100,17 @@ class PathSelector:
     def use(self, route: Route, now: float | None = None) -> NetworkPath:
         """Make ``route`` the current path (``now``: proven at that time)."""
         path = self.current = NetworkPath(route, self.kind_of(route), now)
+        if now is not None:
+            path.last_received = now
         if path.kind is not PathKind.RELAY:
             self.direct = route
         return path
 
     def heard(self, address: Address, via: Via, now: float) -> None:
         """An authenticated packet came from ``address`` over ``via``: if over the current
-        direct path, it has carried something now."""
+        path, it has carried something now."""
         current = self.current
-        if (
-            current is not None
-            and current.kind is not PathKind.RELAY
-            and current.route.matches(address, via)
-        ):
+        if current is not None and current.route.matches(address, via):
             current.last_received = now
 
     def should_move(self, route: Route, now: float) -> bool:
@@ -112,29 +120,31 @@ class PathSelector:
         kind = self.kind_of(route)
         if kind is PathKind.RELAY and current.kind is PathKind.RELAY:
             return False  # the peer answers through the other relay route: both work, keep ours
-        if (
-            kind is PathKind.RELAY
-            and current.kind is not PathKind.RELAY
-            and now < current.last_received + self._failover_after
-        ):
-            return False  # the peer has not noticed yet that the direct path works: stay on it
-        if current.kind is PathKind.RELAY and kind is not PathKind.RELAY:
+        if current.kind is PathKind.RELAY:
             # Direct packets while on the relay: the direct path is back, but only trust it
             # once it has kept working for a while (no flapping).
             seen = self._direct_seen
             if seen is None or seen[0] != route:
                 self._direct_seen = (route, now)
                 return False
-            if now < seen[1] + self._stable_for:
-                return False
-        return True
+            return now >= seen[1] + self._stable_for
+        rank, current_rank = _RANK[kind], _RANK[current.kind]
+        if rank > current_rank:
+            return True  # a better path (LAN over direct): at once, so both sides agree
+        if rank == current_rank:
+            # The same kind from elsewhere (the peer's NAT rebound, or a second LAN
+            # address): only once the current route has gone quiet.
+            return now >= current.last_received + self._roam_after
+        # A worse path (the relay, or direct while on the LAN) only once the current one
+        # has been silent long enough to count as broken: the peer has not noticed yet
+        # that the better path works.
+        return now >= current.last_received + self._failover_after
 
     def switch(self, route: Route, now: float) -> NetworkPath:
         """Move to ``route`` now (roaming, failover): schedules re-punching on the relay."""
         path = self.use(route, now)
         self._direct_seen = None
-        if path.kind is not PathKind.RELAY:
-            path.last_received = now  # just proven: the relay must not pull us back at once
+        path.last_received = now  # just proven: a worse path must not pull us back at once
         if path.kind is PathKind.RELAY and self.direct is not None:
             # Both sides re-punch: each keeps its own NAT open toward the other.
             self._repunch_gap = self._repunch_interval

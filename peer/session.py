@@ -1,11 +1,12 @@
 """Sans-I/O session with one remote peer: simultaneous punching on the rendezvous's schedule,
 a Noise IK handshake whose first message is the punch packet, then an encrypted channel
-with reliable ordered messages, keepalives and dead-path detection.
+carrying a transport (streams, messages, datagrams), keepalives and dead-peer detection.
 
 The session coordinates parts with one job each: punching (peer.punching: where to and how
 often), the handshake (peer.handshake: the packet types are listed there), paths
 (peer.paths: which route the channel uses and when it moves), keepalives (peer.keepalive)
-and the data plane (peer.secure_stream). Its states move by one table
+and the data plane (peer.data_plane: the channel, and the transport inside it); the steps
+before the channel is up are peer.session_handshake's. Its states move by one table
 (peer.session_state); its timers are one table, ``_TIMERS``, that both ``get_timer`` and
 ``handle_timer`` read, so the two cannot disagree.
 
@@ -23,8 +24,15 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from natprobe.report import NatType
+from peer.data_plane import (
+    CHALLENGE_PACKET,
+    PATH_CHALLENGE,
+    RESPONSE_PACKET,
+    DataPlane,
+)
 from peer.errors import LocalProtocolError
 from peer.events import (
+    ChannelEvent,
     Connected,
     MessageReceived,
     PathChanged,
@@ -32,34 +40,31 @@ from peer.events import (
     SessionClosed,
     SessionEvent,
 )
-from peer.frames import Ack, Close, Data, Keepalive
 from peer.handshake import (
     INIT,
     PROBE,
-    PROBE_PACKET,
     RESPONSE,
     TRANSPORT,
-    InitiatorHandshake,
-    ResponderHandshake,
     handshake_for,
 )
 from peer.keepalive import KeepaliveClock
-from peer.noise import TransportKeys
 from peer.paths import PathSelector
 from peer.punching import Punching
 from peer.routes import DIRECT, Route, Transmit, Via
-from peer.secure_stream import SecureStream
 from peer.session_config import SessionConfig
-from peer.session_state import BEFORE_HANDSHAKE, SessionState, next_state
+from peer.session_handshake import HandshakeSteps
+from peer.session_state import SessionState, next_state
+from peer.transport import events as transport_events
+from peer.transport.connection import TransportConnection
+from peer.transport.errors import ErrorCode, PeerViolation, TransportDecodeError
+from peer.transport.frames import PACKET
 from rvproto.messages import Introduction, Role
 from stunproto.attributes import Address
 
 __all__ = ["PeerSession", "SessionConfig", "SessionState"]
 
-_KEEPALIVE = Keepalive().encode()
 
-
-class PeerSession:
+class PeerSession(HandshakeSteps):
     def __init__(
         self,
         introduction: Introduction,
@@ -88,7 +93,9 @@ class PeerSession:
         )
         self._paths = PathSelector(config, introduction)
         self._keepalive = KeepaliveClock(config, rng, now)
-        self._secure = SecureStream(config.reliability)
+        self._plane = DataPlane(config.transport, initiator=initiator, now=now)
+        self.transport: TransportConnection = self._plane.transport
+        self._relay_probe_at: float | None = None  # failing over: the relay's next probe
         self._outbox: list[Transmit] = []
         self._events: deque[SessionEvent] = deque()
 
@@ -117,21 +124,23 @@ class PeerSession:
 
     @property
     def pending(self) -> int:
-        return self._secure.stream.pending
+        """Bytes sent and not yet acknowledged by the peer."""
+        return self.transport.buffered
 
     # ------------------------------------------------------------------ commands
 
     def send(self, data: bytes, now: float) -> None:
         if self.state is SessionState.CLOSED:
             raise LocalProtocolError(f"session with {self.peer} is closed")
-        self._secure.stream.send(data)
+        self.transport.send_message(data)
 
     def close(self, now: float, reason: str = "") -> None:
         """Hang up; ``reason`` (optional) is told to the peer."""
         if self.state is SessionState.CLOSED:
             return
-        if self._secure.started:  # (then there is a path too)
-            self._transmit(Close(reason).encode(), now)
+        if self._plane.started and self._paths.current is not None:
+            self.transport.close(ErrorCode.NO_ERROR, reason)
+            self._flush(now)  # the CONNECTION_CLOSE goes out now, before the state closes
         self._finish(reason or "closed")
 
     # ------------------------------------------------------------------ sans-I/O
@@ -173,109 +182,11 @@ class PeerSession:
     def next_event(self) -> SessionEvent | None:
         return self._events.popleft() if self._events else None
 
-    # ------------------------------------------------------------------ punching
-
-    def _punch(self, now: float) -> None:
-        if self.state is SessionState.WAITING:
-            self._enter(SessionState.PUNCHING)
-        punching = self._punching
-        # On the relay, the initiator punches on for the direct path.
-        relayed = self.state is SessionState.CONNECTED and self.path is PathKind.RELAY
-        if self.state not in (SessionState.PUNCHING, SessionState.CONFIRMING) and not relayed:
-            punching.stop()
-            return
-        if not punching.tick(now):
-            if self.state is SessionState.PUNCHING:
-                self._finish("no direct path: punching found no way through")
-            return
-        handshake = self._handshake
-        if self.state is SessionState.CONFIRMING:
-            # Responder: our answer may have been lost, and the initiator's confirmation too.
-            current = self._paths.current
-            assert handshake.message2 is not None and current is not None
-            self._outbox.append((handshake.message2, current.route.address, current.route.via))
-        else:
-            # The initiator's message 1, or the responder's probe (before the handshake: it
-            # opens our NAT toward every candidate and, once direct punching has had its
-            # chance, toward the initiator's relay, which a peer without UDP to the
-            # internet sends through). On the relay already: direct candidates only.
-            packet = handshake.message1 if handshake.message1 is not None else PROBE_PACKET
-            relay = None if relayed else self._paths.relay_route
-            self._outbox += punching.burst(packet, now, relay, birthday=not relayed)
-        punching.schedule_next(now)
-
-    def _on_probe(self, data: bytes, source: Address, via: Via, now: float) -> bool:
-        # The responder's probe got through, so its NAT now lets us in from where we are:
-        # answer with the handshake at once rather than at our next punch tick, and punch
-        # toward where it came from too (peer.punching says which probes count).
-        if self.state not in BEFORE_HANDSHAKE:
-            return False
-        route = Route(source, via)
-        punching = self._punching
-        if not punching.known_ip(route) or not punching.learn(route):
-            return False
-        if punching.answer_probe(route, now):
-            assert self._handshake.message1 is not None
-            self._outbox.append((self._handshake.message1, source, via))
-        if self.state is SessionState.WAITING:
-            punching.start(now)  # the responder has started: so do we, now
-        return True
-
-    # ------------------------------------------------------------------ handshake
-
-    def _on_init(self, data: bytes, source: Address, via: Via, now: float) -> bool:
-        route = Route(source, via)
-        if not self._punching.known_ip(route):
-            return False  # a replayed handshake from elsewhere gets no answer at all
-        handshake = self._handshake
-        assert isinstance(handshake, ResponderHandshake)
-        answer = handshake.message2
-        if answer is None:
-            answered = handshake.answer(data)
-            if answered is None:
-                return False
-            answer, keys = answered
-            self._open_channel(keys, now)
-            self._paths.use(route)
-            self._enter(SessionState.CONFIRMING)
-            # Repeat the answer only if no confirmation comes within a punch interval.
-            self._punching.schedule_next(now)
-        elif not handshake.is_repeat(data):
-            return False
-        # (Or again: the initiator did not get our answer yet, or it was lost.)
-        self._outbox.append((answer, source, via))
-        return True
-
-    def _on_response(self, data: bytes, source: Address, via: Via, now: float) -> bool:
-        handshake = self._handshake
-        assert isinstance(handshake, InitiatorHandshake)
-        if self._secure.started:
-            # The very answer again? The responder has not seen our confirmation yet, or
-            # answered over another path too: confirm over that path. This never moves our
-            # path by itself (a message 2 can be replayed): an authenticated packet back
-            # over it does, in _on_transport.
-            if not handshake.is_repeat(data) or not self._punching.known_ip(Route(source, via)):
-                return False
-            self._outbox.append((self._secure.seal(_KEEPALIVE), source, via))
-            return True
-        keys = handshake.read_response(data)
-        if keys is None:
-            return False
-        self._open_channel(keys, now)
-        self._connected(Route(source, via), now)
-        # Prove the path to the responder at once (it waits for a first transport packet).
-        self._transmit(_KEEPALIVE, now)
-        return True
-
-    def _open_channel(self, keys: TransportKeys, now: float) -> None:
-        self._secure.start(keys)
-        self._keepalive.channel_opened(now)
-
     # ------------------------------------------------------------------ transport
 
     def _on_transport(self, data: bytes, source: Address, via: Via, now: float) -> bool:
-        frame = self._secure.open(data)
-        if frame is None:
+        plaintext = self._plane.open(data)
+        if plaintext is None:
             return False
         self._keepalive.last_received = now
         path = self._paths.current
@@ -285,20 +196,37 @@ class PeerSession:
             and path.route.address == source
             and (path.route.via is via or path.route.via == via)
         ):
-            if path.kind is not PathKind.RELAY:
-                path.last_received = now
+            path.last_received = now
         else:
             self._from_new_route(Route(source, via), now)
-        stream = self._secure.stream
-        if isinstance(frame, Data):
-            stream.on_data(frame)
-            while (message := stream.next_delivery()) is not None:
-                self._events.append(MessageReceived(self.peer, message))
-        elif isinstance(frame, Ack):
-            stream.on_ack(frame, now)
-        elif isinstance(frame, Close):
-            self._finish(f"closed by {self.peer}" + (f": {frame.reason}" if frame.reason else ""))
+        kind = plaintext[0]
+        if kind == PACKET:
+            try:
+                self.transport.receive_packet(plaintext, now)
+            except (TransportDecodeError, PeerViolation) as exc:
+                code = (
+                    exc.code if isinstance(exc, PeerViolation) else ErrorCode.FRAME_ENCODING_ERROR
+                )
+                self.transport.close(code, str(exc))
+                self._flush(now)
+                self._finish(f"protocol error from {self.peer}: {exc}")
+                return True
+            self._take_transport_events()
+        elif kind == PATH_CHALLENGE:
+            self._outbox.append((self._plane.seal(RESPONSE_PACKET), source, via))
+        # PATH_RESPONSE: the route works both ways; _from_new_route heeded it already.
         return True
+
+    def _take_transport_events(self) -> None:
+        transport, events, peer = self.transport, self._events, self.peer
+        while (event := transport.next_event()) is not None:
+            if type(event) is transport_events.MessageReceived:
+                events.append(MessageReceived(peer, event.data))
+            elif isinstance(event, transport_events.ConnectionClosedByPeer):
+                reason = f": {event.reason}" if event.reason else ""
+                self._finish(f"closed by {peer}{reason}")
+            else:
+                events.append(ChannelEvent(peer, event))
 
     def _from_new_route(self, route: Route, now: float) -> None:
         if self.state is SessionState.CONFIRMING:
@@ -310,22 +238,31 @@ class PeerSession:
         self._paths.heard(route.address, route.via, now)
 
     def _switch(self, route: Route, now: float) -> None:
+        previous = self._paths.current
         path = self._paths.switch(route, now)  # (connected: the only state that switches)
+        self._relay_probe_at = None
         if path.kind is not PathKind.RELAY and self.role is Role.INITIATOR:
             self._punching.stop()  # the direct path is found: stop punching
-        self._secure.stream.expedite(now)  # what the old path may have swallowed goes out now
-        self._events.append(PathChanged(self.peer, path.kind, route.address, route.via))
+        # A new path: its round trip and capacity are unknown, and what the old one may
+        # have swallowed goes out again now.
+        self.transport.path_changed(now)
+        if previous is None or previous.kind is not path.kind:
+            self._events.append(PathChanged(self.peer, path.kind, route.address, route.via))
 
     def _fail_over(self, now: float) -> None:
+        # The direct path looks broken: move to the relay once it has answered a challenge
+        # (a relay path is not chosen unless it was proven alive; its answer moves the
+        # channel, in _from_new_route).
         relay = self._paths.relay_route
         assert relay is not None  # no failover deadline without a relay
-        self._switch(relay, now)
+        self._outbox.append((self._plane.seal(CHALLENGE_PACKET), relay.address, relay.via))
+        self._relay_probe_at = now + self.config.relay_probe_interval
 
     def _repunch(self, now: float) -> None:
-        # Keep our NAT's mapping toward the peer's direct route open and tell the peer (if
-        # it gets through) that the direct path works again.
+        # Keep our NAT's mapping toward the peer's direct route open and learn (from the
+        # answer, if it gets through) that the direct path works again.
         route = self._paths.repunch(now)
-        self._outbox.append((self._secure.seal(_KEEPALIVE), route.address, route.via))
+        self._outbox.append((self._plane.seal(CHALLENGE_PACKET), route.address, route.via))
 
     def _connected(self, route: Route, now: float) -> None:
         path = self._paths.use(route, now)
@@ -339,21 +276,39 @@ class PeerSession:
         )
 
     def _flush(self, now: float) -> None:
-        for frame in self._secure.stream.frames_to_send(now):
-            self._transmit(frame.encode(), now)
-
-    def _transmit(self, plaintext: bytes, now: float) -> None:
+        packets = self.transport.packets_to_send(now)
+        if not packets:
+            return
         current = self._paths.current
-        assert current is not None  # a started stream has a path
-        route = current.route
-        self._outbox.append((self._secure.seal(plaintext), route.address, route.via))
+        assert current is not None  # a started channel has a path
+        address, via = current.route.address, current.route.via
+        seal, outbox = self._plane.seal, self._outbox
+        for packet in packets:
+            outbox.append((seal(packet), address, via))
         self._keepalive.sent(now)
 
+    def _on_transport_timer(self, now: float) -> None:
+        self.transport.handle_timer(now)
+        self._take_transport_events()
+        if self.state is SessionState.CONNECTED:
+            self._flush(now)
+
     def _send_keepalive(self, now: float) -> None:
-        self._transmit(_KEEPALIVE, now)
+        self.transport.ping()
+        self._flush(now)
 
     def _declare_dead(self, now: float) -> None:
         self._finish(f"path dead: nothing heard for {self.config.dead_after:.0f} s")
+
+    def _unanswered_at(self) -> float | None:
+        stalled = self.transport.stalled_since
+        return None if stalled is None else stalled + self.config.unanswered_after
+
+    def _declare_gone(self, now: float) -> None:
+        self._finish(
+            f"{self.peer} stopped answering: nothing acknowledged for "
+            f"{self.config.unanswered_after:.0f} s"
+        )
 
     def _finish(self, reason: str) -> None:
         self._enter(SessionState.CLOSED)
@@ -364,8 +319,9 @@ class PeerSession:
         self.state = next_state(self.state, state)
 
     def _failover_at(self) -> float | None:
-        oldest_unacked = self._secure.stream.oldest_unacked()
-        return self._paths.failover_at(oldest_unacked, self._keepalive.silent_at())
+        at = self._paths.failover_at(self.transport.stalled_since, self._keepalive.silent_at())
+        probe_at = self._relay_probe_at
+        return at if at is None or probe_at is None else max(at, probe_at)
 
 
 # What each side heeds before and around the handshake, by packet type (peer.handshake).
@@ -380,15 +336,17 @@ _RESPONDER_HANDLERS: dict[int, _Handler] = {
 
 
 # (connected only?, deadline, what to do when it has come), in the order handle_timer runs
-# them: punching, the dead-path verdict, then, on a connected channel, failover before
-# re-punching before the stream's (re)transmissions before a keepalive (they may make it moot).
+# them: punching, the dead-path verdicts, then, on a connected channel, failover before
+# re-punching before the transport's (re)transmissions before a keepalive (they may make it
+# moot).
 _TIMERS: tuple[
     tuple[bool, Callable[[PeerSession], float | None], Callable[[PeerSession, float], None]], ...
 ] = (
     (False, lambda s: s._punching.next_at, PeerSession._punch),
     (False, lambda s: s._keepalive.dead_at(), PeerSession._declare_dead),
+    (True, PeerSession._unanswered_at, PeerSession._declare_gone),
     (True, PeerSession._failover_at, PeerSession._fail_over),
     (True, lambda s: s._paths.repunch_at, PeerSession._repunch),
-    (True, lambda s: s._secure.stream.get_timer(), PeerSession._flush),
+    (True, lambda s: s.transport.get_timer(), PeerSession._on_transport_timer),
     (True, lambda s: s._keepalive.keepalive_at(), PeerSession._send_keepalive),
 )

@@ -1,5 +1,5 @@
 """How a session punches, fails over and keeps its path alive: one frozen, self-checking
-configuration that the session's parts (peer.punching, peer.paths, peer.keepalive) read."""
+configuration that the session's parts (peer.punching, peer.paths, peer.keepalive, the transport) read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from peer.birthday import BirthdayConfig
 from peer.errors import LocalProtocolError
-from peer.reliable import ReliabilityConfig
+from peer.transport.config import TransportConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,7 +38,15 @@ class SessionConfig:
     keepalive_interval: float | None = 15.0  # nothing sent for this long -> keepalive; None: off
     keepalive_jitter: float = 0.1  # +-10%, so that many peers do not beat in step
     dead_after: float = 40.0  # nothing authenticated received for this long -> path dead
-    reliability: ReliabilityConfig = field(default_factory=ReliabilityConfig)
+    # Something ack-eliciting (data, or a keepalive) unanswered for this long on every path
+    # tried: the peer is gone (a killed peer is noticed within a keepalive interval and this).
+    unanswered_after: float = 8.0
+    # Before failing over, the relay must answer a path challenge (probed at this cadence).
+    relay_probe_interval: float = 0.5
+    # A path of the same kind from another address (the peer's NAT rebound) takes over
+    # only once the current one has been silent this long (no flapping between two).
+    roam_after: float = 0.5
+    transport: TransportConfig = field(default_factory=TransportConfig)
 
     def __post_init__(self) -> None:
         positive = {
@@ -48,12 +56,21 @@ class SessionConfig:
             "failover_after": self.failover_after,
             "repunch_interval": self.repunch_interval,
             "dead_after": self.dead_after,  # math.inf: no dead-path detection
+            "unanswered_after": self.unanswered_after,  # math.inf: no such verdict
+            "relay_probe_interval": self.relay_probe_interval,
         }
         for name, value in positive.items():
             if not value > 0:  # also refuses NaN
                 raise LocalProtocolError(f"{name} must be positive, not {value!r}")
-        if self.punch_burst < 0 or not self.relay_after >= 0 or not self.stable_for >= 0:
-            raise LocalProtocolError("punch_burst, relay_after and stable_for must be >= 0")
+        if (
+            self.punch_burst < 0
+            or not self.relay_after >= 0
+            or not self.stable_for >= 0
+            or not self.roam_after >= 0
+        ):
+            raise LocalProtocolError(
+                "punch_burst, relay_after, stable_for and roam_after must be >= 0"
+            )
         if not self.repunch_max >= self.repunch_interval:
             raise LocalProtocolError("repunch_max must be at least repunch_interval")
         if self.keepalive_interval is not None and not 0 < self.keepalive_interval < math.inf:

@@ -34,6 +34,7 @@ from peer.events import (
     AgentEvent,
     Allocated,
     AllocationFailed,
+    ChannelEvent,
     Connected,
     ConnectFailed,
     Introduced,
@@ -92,6 +93,7 @@ class Peer(AsyncLifecycle):
         self._agent: PeerAgent | None = None
         self._timer = LoopTimer(self._on_timer)
         self._connections: dict[str, Connection] = {}
+        self._pump_soon = False
         self._accepted: asyncio.Queue[Connection] = asyncio.Queue()
         self._waiters: dict[str, asyncio.Future[Connection]] = {}
         self._attempt: LoginAttempt | None = None  # the login under way, or the last one
@@ -280,8 +282,18 @@ class Peer(AsyncLifecycle):
 
     def _datagram(self, data: bytes, source: Address, via: Via = DIRECT) -> None:
         assert self._agent is not None
-        self._agent.receive_datagram(data, source, asyncio.get_running_loop().time(), via)
-        self._pump()
+        loop = asyncio.get_running_loop()
+        self._agent.receive_datagram(data, source, loop.time(), via)
+        # One pump for all the datagrams this loop iteration reads (a burst of packets
+        # gets one round of acknowledgements and sends, not one per datagram).
+        if not self._pump_soon:
+            self._pump_soon = True
+            loop.call_soon(self._coalesced_pump)
+
+    def _coalesced_pump(self) -> None:
+        self._pump_soon = False
+        if self._agent is not None and self._punch is not None:
+            self._pump()
 
     def _on_timer(self) -> None:
         assert self._agent is not None
@@ -348,7 +360,8 @@ class Peer(AsyncLifecycle):
         elif isinstance(event, Introduced):
             log.info("introduced", peer=event.introduction.name, role=event.introduction.role.name)
         elif isinstance(event, Connected):
-            connection = Connection(self, event)
+            assert self._agent is not None
+            connection = Connection(self, event, self._agent.sessions[event.peer])
             self._connections[event.peer] = connection
             waiter = self._waiters.get(event.peer)
             if waiter is not None and not waiter.done():
@@ -359,6 +372,10 @@ class Peer(AsyncLifecycle):
             receiver = self._connections.get(event.peer)
             if receiver is not None:
                 receiver._deliver(event.data)
+        elif isinstance(event, ChannelEvent):
+            channel = self._connections.get(event.peer)
+            if channel is not None:
+                channel._on_event(event.event)
         elif isinstance(event, PathChanged):
             moved = self._connections.get(event.peer)
             if moved is not None:
