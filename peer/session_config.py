@@ -1,5 +1,6 @@
 """How a session punches, fails over and keeps its path alive: one frozen, self-checking
-configuration that the session's parts (peer.punching, peer.paths, peer.keepalive, the transport) read."""
+configuration that the session's parts (peer.punching, peer.paths, peer.keepalive, the
+transport) read."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from peer.transport.errors import (
     PeerViolation,
     StreamLimitError,
     StreamStateError,
+    TransportDecodeError,
 )
 from peer.transport.events import (
     ConnectionClosedByPeer,
@@ -43,6 +44,7 @@ from peer.transport.state import ConnectionState
 from peer.transport.streams import ReceiveHalf, SendHalf
 
 _LENGTH = struct.Struct("!I")
+_STREAM_KINDS = frozenset({f.STREAM, f.STREAM_FIN})
 FIRST_USER_STREAM = 2
 
 
@@ -221,15 +223,27 @@ class TransportConnection(PacketBuilder):
         then closes the connection with ``error.code``)."""
         if self.state is ConnectionState.CLOSED:
             return
-        number, frame_list = f.parse_packet(packet)
         acks = self._acks
+        size = len(packet)
+        if size >= f.SOLO_STREAM.size and packet[f.PACKET_HEADER.size] in _STREAM_KINDS:
+            # The bulk of traffic: a packet that is one stream frame (no frame objects).
+            marker, number, kind, stream_id, offset, length = f.SOLO_STREAM.unpack_from(packet)
+            if marker == f.PACKET and f.SOLO_STREAM.size + length == size:
+                in_order = acks.add(number, now)
+                if offset + length > f.MAX_OFFSET:
+                    raise TransportDecodeError("stream offset beyond 2**62")
+                data = memoryview(packet)[f.SOLO_STREAM.size :]
+                self._on_stream(stream_id, offset, data, kind == f.STREAM_FIN)
+                self._elicited(in_order, now)
+                return
+        number, frame_list = f.parse_packet(packet)
         in_order = acks.add(number, now)
         eliciting = False
         for frame in frame_list:
             kind = type(frame)
-            if kind is f.StreamFrame:
+            if isinstance(frame, f.StreamFrame):
                 eliciting = True
-                self._on_stream(frame)  # type: ignore[arg-type]
+                self._on_stream(frame.stream_id, frame.offset, frame.data, frame.fin)
             elif kind is f.AckFrame:
                 self._on_ack(frame, now)  # type: ignore[arg-type]
             elif kind is f.Padding:
@@ -238,20 +252,25 @@ class TransportConnection(PacketBuilder):
                 eliciting = True
                 self._on_control(frame)
         if eliciting:
-            acks.eliciting += 1
-            if not in_order or acks.eliciting >= self.config.ack_eliciting_threshold:
-                acks.due_now = True
-            elif acks.due_at is None:
-                acks.due_at = now + self.config.max_ack_delay
+            self._elicited(in_order, now)
 
-    def _on_stream(self, frame: f.StreamFrame) -> None:
-        stream_id = frame.stream_id
+    def _elicited(self, in_order: bool, now: float) -> None:
+        """An ack-eliciting packet arrived: acknowledge at once (every second one, or
+        one out of order, RFC 9000 13.2.1), or within max_ack_delay."""
+        acks = self._acks
+        acks.eliciting += 1
+        if not in_order or acks.eliciting >= self.config.ack_eliciting_threshold:
+            acks.due_now = True
+        elif acks.due_at is None:
+            acks.due_at = now + self.config.max_ack_delay
+
+    def _on_stream(self, stream_id: int, offset: int, data: bytes | memoryview, fin: bool) -> None:
         recv = self._recv.get(stream_id)
         if recv is None:
             recv = self._remote_stream(stream_id)
             if recv is None:
                 return  # a late frame for a stream already finished
-        grown = recv.on_data(frame.offset, frame.data, frame.fin)
+        grown = recv.on_data(offset, data, fin)
         if grown:
             self._recv_total += grown
             if self._recv_total > self._recv_limit:

@@ -35,6 +35,9 @@ CONNECTION_CLOSE = 0x1C
 DATAGRAM = 0x30
 
 STREAM_HEADER = struct.Struct("!BIQH")  # type, stream id, offset, length
+# A packet that is one stream frame, header and frame header in one (the bulk case).
+SOLO_STREAM = struct.Struct("!BQBIQH")
+MAX_OFFSET = 2**62
 _ACK_HEAD = struct.Struct("!BQIHI")  # type, largest, delay (us), extra ranges, first range
 _ACK_RANGE = struct.Struct("!II")  # gap, range length
 _RESET = struct.Struct("!BIIQ")
@@ -239,7 +242,7 @@ def _stream(view: memoryview, at: int) -> tuple[Frame, int]:
     start = at + STREAM_HEADER.size
     if start + length > len(view):
         raise TransportDecodeError("stream frame runs past the end of the packet")
-    if offset + length > 2**62:
+    if offset + length > MAX_OFFSET:
         raise TransportDecodeError("stream offset beyond 2**62")
     return StreamFrame(stream_id, offset, view[start : start + length], kind == STREAM_FIN), (
         start + length

@@ -153,7 +153,12 @@ class PacketBuilder(ABC):
                 assert send is not None
                 offset, data, fin = chunk
                 kind = f.STREAM_FIN if fin else f.STREAM
-                parts.append(f.STREAM_HEADER.pack(kind, stream_id, offset, len(data)))
+                if len(parts) == 1:  # the first frame: one pack for both headers
+                    parts[0] = f.SOLO_STREAM.pack(
+                        f.PACKET, number, kind, stream_id, offset, len(data)
+                    )
+                else:
+                    parts.append(f.STREAM_HEADER.pack(kind, stream_id, offset, len(data)))
                 parts.append(data)
                 room -= f.STREAM_HEADER.size + len(data)
                 records.append((STREAM_RECORD, send, offset, offset + len(data), fin))

@@ -7,10 +7,10 @@ import pytest
 
 from peer.channel import ChannelError
 from peer.errors import LocalProtocolError, PeerError, RemoteProtocolError
-from peer.transport.errors import TransportDecodeError
 from peer.identity import IdentityError
 from peer.known_peers import KeyChanged, KnownPeersError
 from peer.noise import NoiseError
+from peer.transport.errors import TransportDecodeError
 from peer.turn_client import TurnClient, TurnClientConfig
 
 

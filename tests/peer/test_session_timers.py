@@ -9,8 +9,8 @@ import random
 import pytest
 
 from peer.errors import LocalProtocolError, PeerError
-from peer.keepalive import KeepaliveClock
 from peer.events import Connected, MessageReceived, SessionClosed
+from peer.keepalive import KeepaliveClock
 from peer.session import PeerSession, SessionConfig, SessionState
 from peer.session_state import TRANSITIONS, next_state
 from tests.support.sessions import ALICE_PUBLIC, BOB_PUBLIC, session_pair
