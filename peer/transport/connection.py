@@ -12,7 +12,6 @@ responder's odd from 3. Packet building is peer.transport.packets'.
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 
 from peer.transport import frames as f
@@ -38,12 +37,12 @@ from peer.transport.events import (
     StreamsAvailable,
     TransportEvent,
 )
+from peer.transport.messages import LENGTH, MessageReader
 from peer.transport.packets import PacketBuilder
 from peer.transport.recovery import Recovery
 from peer.transport.state import ConnectionState
 from peer.transport.streams import ReceiveHalf, SendHalf
 
-_LENGTH = struct.Struct("!I")
 _STREAM_KINDS = frozenset({f.STREAM, f.STREAM_FIN})
 FIRST_USER_STREAM = 2
 
@@ -75,7 +74,7 @@ class TransportConnection(PacketBuilder):
         self._send_limit = config.initial_max_data
         self._send_total = 0  # new bytes sent, summed over streams
         self._readable_told: set[int] = set()
-        self._message_buffer = bytearray()
+        self._messages = MessageReader(config.max_message_size)
         for stream_id in (0, 1):
             self._open(stream_id)
         self.message_stream = self._parity  # ours; the peer's is the other
@@ -144,7 +143,7 @@ class TransportConnection(PacketBuilder):
                 f"message of {len(data)} bytes, at most {self.config.max_message_size}"
             )
         send = self._send[self.message_stream]
-        send.write(_LENGTH.pack(len(data)))
+        send.write(LENGTH.pack(len(data)))
         send.write(data)
         self._schedule(send)
 
@@ -282,25 +281,11 @@ class TransportConnection(PacketBuilder):
             self._events.append(StreamReadable(stream_id))
 
     def _read_messages(self, recv: ReceiveHalf) -> None:
-        if not recv.readable:
-            return
-        data = recv.read(-1)
-        self._consumed(recv, len(data))
-        buffer = self._message_buffer
-        buffer += data
-        at = 0
-        while len(buffer) - at >= 4:
-            (length,) = _LENGTH.unpack_from(buffer, at)
-            if length > self.config.max_message_size:
-                raise PeerViolation(
-                    ErrorCode.PROTOCOL_VIOLATION, f"message of {length} bytes announced"
-                )
-            if len(buffer) - at - 4 < length:
-                break
-            self._events.append(MessageReceived(bytes(buffer[at + 4 : at + 4 + length])))
-            at += 4 + length
-        if at:
-            del buffer[:at]
+        if recv.readable:
+            data = recv.read(-1)
+            self._consumed(recv, len(data))
+            for message in self._messages.feed(data):
+                self._events.append(MessageReceived(message))
 
     def _on_control(self, frame: f.Frame) -> None:
         if isinstance(frame, f.MaxData):

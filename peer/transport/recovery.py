@@ -34,6 +34,12 @@ class RecoveryConfig:
     congestion: CongestionKind = CongestionKind.CUBIC
     pacing: bool = True
     probes: int = 2  # packets sent when a probe timeout fires
+    # Random loss is not congestion (wireless, a lossy relay hop): a loss reduces the
+    # window only when the round trip shows a queue (the latest RTT above the minimum by
+    # a quarter, and at least queue_delay), or when more than loss_tolerance of a round
+    # trip's packets were lost. 0 and 0 make every loss count, as in RFC 9002.
+    loss_tolerance: float = 0.1
+    queue_delay: float = 0.004
 
     def __post_init__(self) -> None:
         if self.max_datagram_size < 200:
@@ -57,17 +63,18 @@ class RecoveryConfig:
 class RttEstimator:
     """RFC 9002 section 5: latest, minimum, smoothed RTT and its variation."""
 
-    __slots__ = ("has_sample", "latest_rtt", "min_rtt", "rttvar", "smoothed_rtt")
+    __slots__ = ("adjusted_rtt", "has_sample", "latest_rtt", "min_rtt", "rttvar", "smoothed_rtt")
 
     def __init__(self, initial_rtt: float) -> None:
         self.has_sample = False
         self.latest_rtt = 0.0
+        self.adjusted_rtt = 0.0  # the latest less the peer's acknowledgement delay
         self.min_rtt = math.inf
         self.smoothed_rtt = initial_rtt
         self.rttvar = initial_rtt / 2
 
     def update(self, latest_rtt: float, ack_delay: float, max_ack_delay: float) -> None:
-        self.latest_rtt = latest_rtt
+        self.latest_rtt = self.adjusted_rtt = latest_rtt
         if not self.has_sample:
             self.has_sample = True
             self.min_rtt = self.smoothed_rtt = latest_rtt
@@ -78,6 +85,7 @@ class RttEstimator:
         adjusted = latest_rtt
         if latest_rtt >= self.min_rtt + ack_delay:
             adjusted = latest_rtt - ack_delay
+        self.adjusted_rtt = adjusted
         self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.smoothed_rtt - adjusted)
         self.smoothed_rtt = 0.875 * self.smoothed_rtt + 0.125 * adjusted
 
@@ -124,6 +132,11 @@ class Recovery:
         self._last_eliciting_time = 0.0
         self.pto_count = 0
         self._first_sample_at: float | None = None  # (persistent congestion needs one)
+        # Packets sent and lost in the current round trip (for the loss-rate signal).
+        self._round_end = 0
+        self._round_sent = 0
+        self._previous_round_sent = 0  # (what is lost now was mostly sent then)
+        self._round_lost = 0
         self._update_pacer()
 
     @property
@@ -163,6 +176,7 @@ class Recovery:
             self._eliciting_in_flight += 1
             self._last_eliciting_time = now
         self._sent[number] = _Sent(number, size, now, ack_eliciting, in_flight, limited, token)
+        self._round_sent += 1
 
     # ------------------------------------------------------------------ acknowledgements
 
@@ -188,6 +202,10 @@ class Recovery:
         newest = acked[-1]
         if largest > self.largest_acked:
             self.largest_acked = largest
+            if largest >= self._round_end:  # a round trip is over: count afresh
+                self._round_end = next(reversed(sent), largest) + 1
+                self._previous_round_sent = self._round_sent
+                self._round_sent = self._round_lost = 0
         if newest.number == largest and any(p.eliciting for p in acked):
             self.rtt.update(now - newest.time, ack_delay, self.config.max_ack_delay)
             if self._first_sample_at is None:
@@ -240,11 +258,23 @@ class Recovery:
                 self._eliciting_in_flight -= 1
                 newest_lost_time = max(newest_lost_time, packet.time)
                 first_lost_time = min(first_lost_time, packet.time)
-        if newest_lost_time > -math.inf:
+        self._round_lost += len(lost)
+        if newest_lost_time > -math.inf and self._congested():
             self._cc.on_congestion_event(newest_lost_time, now)
             if self._persistent(first_lost_time, newest_lost_time):
                 self._cc.on_persistent_congestion()
         return [p.token for p in lost]
+
+    def _congested(self) -> bool:
+        """Do the losses just seen mean a full queue, rather than a lossy link?"""
+        config, rtt = self.config, self.rtt
+        if not rtt.has_sample:
+            return True
+        queue = rtt.adjusted_rtt - rtt.min_rtt
+        if queue >= max(rtt.min_rtt / 4, config.queue_delay):
+            return True
+        sent = max(self._round_sent + self._previous_round_sent, 1)
+        return self._round_lost > config.loss_tolerance * sent
 
     def _persistent(self, first: float, last: float) -> bool:
         """RFC 9002 7.6, simplified to one batch: the losses span longer than the

@@ -1,0 +1,259 @@
+"""Bulk transfer: how fast our transport moves bytes, beside aioquic.
+
+in-memory   our transport pair (with the Noise channel's ChaCha20-Poly1305 sealing every
+            packet) and an aioquic client/server pair (TLS 1.3, AES-128-GCM), both ends
+            on one core, datagrams handed across in memory: the same bytes over one
+            stream, CPU-seconds per GB and MB per CPU-second, side by side.
+link        our transport pair over a simulated bottleneck in virtual time (default
+            100 Mbit/s, 50 ms RTT, a queue of one bandwidth-delay product) with 0, 1 and
+            5 % random loss: goodput against the link rate.
+
+python bench/bulk.py                       # both, 200 MB in memory
+python bench/bulk.py in-memory --mb 1000
+python bench/bulk.py link --mb 50 --rate-mbit 100 --rtt-ms 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import heapq
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from peer.channel import Channel
+from peer.noise import TransportKeys
+from peer.transport.config import TransportConfig
+from peer.transport.connection import TransportConnection
+
+CHUNK = 1024 * 1024
+
+
+_shown: dict[str, int] = {}
+
+
+def _progress(label: str, done: int, total: int) -> None:
+    percent = done * 100 // total
+    if _shown.get(label) != percent:  # (only when it moves: stderr may be a file)
+        _shown[label] = percent
+        print(f"\r  {label}: {percent:3d}%", end="", file=sys.stderr, flush=True)
+
+
+def ours_in_memory(total: int) -> float:
+    """CPU-seconds to move ``total`` bytes between two of our transports (sealed)."""
+    k1, k2 = os.urandom(32), os.urandom(32)
+    seal_a = Channel(TransportKeys(send=k1, receive=k2, handshake_hash=bytes(32)))
+    seal_b = Channel(TransportKeys(send=k2, receive=k1, handshake_hash=bytes(32)))
+    a = TransportConnection(initiator=True, now=0.0)
+    b = TransportConnection(initiator=False, now=0.0)
+    stream = a.open_stream()
+    chunk = bytes(CHUNK)
+    written = received = 0
+    started = time.process_time()
+    while received < total:
+        while written < total and a.writable(stream):
+            a.write(stream, chunk)
+            written += len(chunk)
+        now = time.monotonic()
+        for conn in (a, b):
+            at = conn.get_timer()
+            if at is not None and at <= now:
+                conn.handle_timer(now)
+        for packet in a.packets_to_send(now):
+            b.receive_packet(seal_b.open(seal_a.seal(packet)), now)
+        if stream in b._recv:
+            while b.readable(stream):
+                received += len(b.read(stream))
+        for packet in b.packets_to_send(now):
+            a.receive_packet(seal_a.open(seal_b.seal(packet)), now)
+        while a.next_event() or b.next_event():
+            pass
+        _progress("ours", received, total)
+    print(file=sys.stderr)
+    return time.process_time() - started
+
+
+def aioquic_in_memory(total: int) -> float | None:
+    """The same with aioquic (None if it is not installed: pip install -e '.[bench]')."""
+    try:
+        from aioquic.quic import events
+        from aioquic.quic.configuration import QuicConfiguration
+        from aioquic.quic.connection import QuicConnection
+    except ImportError:
+        return None
+    certificate, key = _self_signed()
+    server_config = QuicConfiguration(is_client=False, alpn_protocols=["bench"])
+    server_config.certificate, server_config.private_key = certificate, key
+    client_config = QuicConfiguration(is_client=True, alpn_protocols=["bench"], verify_mode=0)
+    client = QuicConnection(configuration=client_config)
+    server = QuicConnection(
+        configuration=server_config,
+        original_destination_connection_id=client.original_destination_connection_id,
+    )
+    client_addr, server_addr = ("10.0.0.1", 1), ("10.0.0.2", 2)
+    client.connect(server_addr, now=time.monotonic())
+
+    def exchange(now: float) -> int:
+        got = 0
+        for data, _ in client.datagrams_to_send(now):
+            server.receive_datagram(data, client_addr, now)
+        for data, _ in server.datagrams_to_send(now):
+            client.receive_datagram(data, server_addr, now)
+        for conn in (client, server):
+            timer = conn.get_timer()
+            if timer is not None and timer <= now:
+                conn.handle_timer(now)
+        while (event := server.next_event()) is not None:
+            if isinstance(event, events.StreamDataReceived):
+                got += len(event.data)
+        while client.next_event() is not None:
+            pass
+        return got
+
+    for _ in range(20):  # the handshake
+        exchange(time.monotonic())
+    stream = client.get_next_available_stream_id()
+    chunk = bytes(CHUNK)
+    written = received = 0
+    started = time.process_time()
+    while received < total:
+        stream_state = client._streams.get(stream)
+        buffered = (
+            0
+            if stream_state is None
+            else stream_state.sender._buffer_stop - stream_state.sender._buffer_start
+        )
+        while written < total and buffered < 4 * CHUNK:
+            client.send_stream_data(stream, chunk)
+            written += len(chunk)
+            buffered += len(chunk)
+        received += exchange(time.monotonic())
+        _progress("aioquic", received, total)
+    print(file=sys.stderr)
+    return time.process_time() - started
+
+
+def _self_signed() -> tuple[object, object]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def in_memory(megabytes: int) -> None:
+    total = megabytes * 1024 * 1024
+    print(f"in memory, {megabytes} MB over one stream, both ends on one core:")
+    rows = [("ours (transport + ChaCha20-Poly1305 channel)", ours_in_memory(total))]
+    theirs = aioquic_in_memory(total)
+    if theirs is not None:
+        rows.append(("aioquic (QUIC, AES-128-GCM)", theirs))
+    for label, cpu in rows:
+        print(
+            f"  {label:46} {cpu / (total / 1e9):6.2f} CPU-s/GB"
+            f"  {total / cpu / 1e6:7.1f} MB per CPU-s"
+        )
+    if theirs is not None:
+        print(f"  ours / aioquic: {theirs / rows[0][1]:.2f}x per CPU-second")
+
+
+def over_link(megabytes: int, rate_mbit: float, rtt_ms: float, loss: float, seed: int) -> float:
+    """Goodput (bytes/s of virtual time) over a drop-tail bottleneck of one BDP."""
+    total = megabytes * 1024 * 1024
+    rate = rate_mbit * 1e6 / 8
+    delay = rtt_ms / 2000
+    queue_limit = max(rate * rtt_ms / 1000, 64 * 1024)
+    rng = random.Random(seed)
+    config = TransportConfig()
+    a = TransportConnection(config=config, initiator=True, now=0.0)
+    b = TransportConnection(config=config, initiator=False, now=0.0)
+    stream = a.open_stream()
+    chunk = bytes(CHUNK)
+    written = received = 0
+    now = 0.0
+    wire: list[tuple[float, int, int, bytes]] = []
+    free_at = [0.0, 0.0]
+    seq = 0
+    while received < total:
+        while written < total and a.writable(stream):
+            a.write(stream, chunk)
+            written += len(chunk)
+        for index, conn in enumerate((a, b)):
+            for packet in conn.packets_to_send(now):
+                start = max(now, free_at[index])
+                backlog = (start - now) * rate
+                if backlog + len(packet) > queue_limit or rng.random() < loss:
+                    continue  # drop-tail, or random loss
+                free_at[index] = start + (len(packet) + 25) / rate
+                seq += 1
+                heapq.heappush(wire, (free_at[index] + delay, seq, index, packet))
+            while conn.next_event():
+                pass
+        timers = [t for t in (a.get_timer(), b.get_timer()) if t is not None]
+        if wire:
+            timers.append(wire[0][0])
+        now = max(now, min(timers))
+        while wire and wire[0][0] <= now:
+            _, _, index, packet = heapq.heappop(wire)
+            (b if index == 0 else a).receive_packet(packet, now)
+        if stream in b._recv:
+            while b.readable(stream):
+                received += len(b.read(stream))
+        for conn in (a, b):
+            at = conn.get_timer()
+            if at is not None and at <= now:
+                conn.handle_timer(now)
+        _progress(f"{loss:.0%} loss", received, total)
+    print(file=sys.stderr)
+    return total / now
+
+
+def link(megabytes: int, rate_mbit: float, rtt_ms: float) -> None:
+    print(
+        f"simulated link {rate_mbit:g} Mbit/s, {rtt_ms:g} ms RTT, queue of one BDP, {megabytes} MB:"
+    )
+    for loss in (0.0, 0.01, 0.05):
+        goodput = over_link(megabytes, rate_mbit, rtt_ms, loss, seed=7)
+        share = goodput * 8 / (rate_mbit * 1e6)
+        print(
+            f"  {loss:4.0%} loss: {goodput * 8 / 1e6:7.1f} Mbit/s goodput, {share:5.1%} of the link"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", nargs="?", choices=("in-memory", "link", "all"), default="all")
+    parser.add_argument("--mb", type=int, default=None, help="megabytes to move")
+    parser.add_argument("--rate-mbit", type=float, default=100.0)
+    parser.add_argument("--rtt-ms", type=float, default=50.0)
+    args = parser.parse_args(argv)
+    if args.what in ("in-memory", "all"):
+        in_memory(args.mb or 200)
+    if args.what in ("link", "all"):
+        link(args.mb or 50, args.rate_mbit, args.rtt_ms)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
