@@ -52,6 +52,9 @@ class Network:
         self._by_app: dict[int, BoundSocket] = {}  # id(app): apps need not be hashable
         self.hosts: dict[str, Host] = {}
         self.nats: dict[str, Nat] = {}
+        # Pairs of public IPs the internet does not carry packets between (either way):
+        # a path that breaks while the rest of the network goes on working.
+        self.partitions: set[frozenset[str]] = set()
 
     # -- topology ----------------------------------------------------------------------
 
@@ -273,6 +276,10 @@ class Network:
     def _arrive(self, arg: tuple[Realm, _Packet]) -> None:
         """The packet is at the router of ``realm``: forward it one hop."""
         realm, pkt = arg
+        cut = self.partitions and realm.nat is None
+        if cut and frozenset((pkt.src[0], pkt.dst[0])) in self.partitions:
+            self._drop(pkt, "internet", DropReason.PARTITIONED)
+            return
         node = realm.nodes.get(pkt.dst[0])
         if isinstance(node, Host):
             self._cross(node.link, node.name, pkt, self._deliver, (node, pkt))

@@ -18,6 +18,7 @@ class DropReason(enum.StrEnum):
     HAIRPIN_DISABLED = "hairpin-disabled"  # inside host sent to its own NAT's public IP
     PORTS_EXHAUSTED = "ports-exhausted"  # NAT could not allocate an external port
     UDP_BLOCKED = "udp-blocked"  # the NAT (firewall) drops all UDP
+    PARTITIONED = "partitioned"  # the internet between two public IPs is cut (a test's doing)
 
 
 class TraceKind(enum.StrEnum):
