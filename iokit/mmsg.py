@@ -54,11 +54,11 @@ class MmsgUnavailable(Exception):
     """The kernel has no recvmmsg/sendmmsg (ENOSYS): use the one-call-per-datagram path."""
 
 
-class _IoVec(ctypes.Structure):
+class IoVec(ctypes.Structure):
     _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
 
 
-class _MsgHdr(ctypes.Structure):
+class MsgHdr(ctypes.Structure):
     _fields_ = [
         ("msg_name", ctypes.c_void_p),
         ("msg_namelen", ctypes.c_uint32),
@@ -70,21 +70,21 @@ class _MsgHdr(ctypes.Structure):
     ]
 
 
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint)]
 
 
 def _offset(structure: type[ctypes.Structure], name: str) -> int:
     return int(getattr(structure, name).offset)
 
 
-_HDR = ctypes.sizeof(_MMsgHdr)
-_IOV = ctypes.sizeof(_IoVec)
-_MSG_NAME = _offset(_MsgHdr, "msg_name")
-_MSG_IOV = _offset(_MsgHdr, "msg_iov")
-_MSG_FLAGS = _offset(_MsgHdr, "msg_flags")
-_MSG_LEN = _offset(_MMsgHdr, "msg_len")
-_IOV_LEN = _offset(_IoVec, "iov_len")
+_HDR = ctypes.sizeof(MMsgHdr)
+_IOV = ctypes.sizeof(IoVec)
+_MSG_NAME = _offset(MsgHdr, "msg_name")
+_MSG_IOV = _offset(MsgHdr, "msg_iov")
+_MSG_FLAGS = _offset(MsgHdr, "msg_flags")
+_MSG_LEN = _offset(MMsgHdr, "msg_len")
+_IOV_LEN = _offset(IoVec, "iov_len")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +152,13 @@ class MmsgArena(Generic[KeyT]):
         base = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
         for i in range(slots):
             recv, iov, send = i * _HDR, recv_iovs + i * _IOV, send_hdrs + i * _HDR
-            header = _MMsgHdr.from_buffer(self._map, recv)
+            header = MMsgHdr.from_buffer(self._map, recv)
             header.msg_hdr.msg_name = base + names + i * _NAME_SIZE
             header.msg_hdr.msg_namelen = 28  # sizeof(struct sockaddr_in6); enough for v4
             header.msg_hdr.msg_iov = base + iov
             header.msg_hdr.msg_iovlen = 1
             ctypes.memmove(base + send, base + recv, _HDR)  # same name and iovec
-            vector = _IoVec.from_buffer(self._map, iov)
+            vector = IoVec.from_buffer(self._map, iov)
             vector.iov_base = base + buffers + i * self._stride
             vector.iov_len = buffer_size
         self._template = self._map[:names]

@@ -158,6 +158,10 @@ class UdpSockets(Generic[KeyT]):
     def __iter__(self) -> Iterator[KeyT]:
         return iter(list(self._sockets))
 
+    def get_socket(self, key: KeyT) -> socket.socket:
+        """The socket under ``key`` (KeyError if there is none), for socket options."""
+        return self._sockets[key]
+
     def local_address(self, key: KeyT) -> Address:
         """The bound address of the socket under ``key`` (KeyError if there is none)."""
         host, port = self._sockets[key].getsockname()[:2]

@@ -20,6 +20,7 @@ True
 """
 
 from netsim.app import Address, DatagramApp
+from netsim.link import BottleneckLink, LinkConfig, LinkStats
 from netsim.nat import BindingInfo, NatConfig, NatTable
 from netsim.network import Network
 from netsim.nodes import Host, Link, Nat
@@ -28,10 +29,13 @@ from netsim.tracing import DropReason, Stats, TraceEvent, TraceKind
 __all__ = [
     "Address",
     "BindingInfo",
+    "BottleneckLink",
     "DatagramApp",
     "DropReason",
     "Host",
     "Link",
+    "LinkConfig",
+    "LinkStats",
     "Nat",
     "NatConfig",
     "NatTable",

@@ -6,7 +6,9 @@ or another NAT's inside for carrier-grade NAT). Every host and NAT has one link 
 router of the realm it sits in, with a one-way delay, jitter and loss applied per crossing,
 so a datagram from host A to host B takes the sum of the delays of every link on the path
 (A's, the NATs' on both sides, B's) and a round trip between two internet hosts is
-``2 * (delay_A + delay_B)``.
+``2 * (delay_A + delay_B)``. A link may also carry a bottleneck in either direction
+(netsim.link: a rate, a drop-tail queue, delay and loss), passed before the link's own
+delay, jitter and loss; see :meth:`Network.set_bottleneck`.
 
 Packets move hop by hop as events, so a NAT translates (and creates, refreshes or finds
 expired) a binding at the virtual time the packet actually crosses it.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netsim.app import Address, DatagramApp
+from netsim.link import BottleneckLink, LinkConfig
 from netsim.nat import NatConfig
 from netsim.nodes import BoundSocket, Host, Link, Nat, Realm
 from netsim.tracing import DropReason, Stats, TraceEvent, TraceKind
@@ -68,9 +71,12 @@ class Network:
         delay: float = 0.0,
         jitter: float = 0.0,
         loss: float = 0.0,
+        uplink: LinkConfig | None = None,
+        downlink: LinkConfig | None = None,
     ) -> Host:
         """A host at ``ip`` (plus ``extra_ips``, e.g. a STUN server's alternate address) on
-        the internet or on the LAN of ``behind``."""
+        the internet or on the LAN of ``behind``; ``uplink``/``downlink``: bottlenecks as
+        in :meth:`set_bottleneck`."""
         self._new_name(name)
         realm = self._realm(behind)
         host = Host(
@@ -83,6 +89,7 @@ class Network:
         for address in host.ips:
             self._claim(realm, address, host)
         self.hosts[name] = host
+        self.set_bottleneck(host, uplink=uplink, downlink=downlink)
         return host
 
     def add_nat(
@@ -95,9 +102,11 @@ class Network:
         delay: float = 0.0,
         jitter: float = 0.0,
         loss: float = 0.0,
+        uplink: LinkConfig | None = None,
+        downlink: LinkConfig | None = None,
     ) -> Nat:
         """A NAT whose WAN side is ``public_ip`` on the internet or, for carrier-grade NAT,
-        on the LAN of ``behind``. The link is the WAN side's."""
+        on the LAN of ``behind``. The link (and bottlenecks) are the WAN side's."""
         self._new_name(name)
         outer = self._realm(behind)
         nat = Nat(
@@ -110,7 +119,25 @@ class Network:
         )
         self._claim(outer, public_ip, nat)
         self.nats[name] = nat
+        self.set_bottleneck(nat, uplink=uplink, downlink=downlink)
         return nat
+
+    def set_bottleneck(
+        self,
+        node: Host | Nat,
+        *,
+        uplink: LinkConfig | None = None,
+        downlink: LinkConfig | None = None,
+    ) -> tuple[BottleneckLink | None, BottleneckLink | None]:
+        """Put fresh bottlenecks (None: none) on ``node``'s link: ``uplink`` from the node
+        toward its realm's router (what a host sends, what a NAT forwards out of its LAN),
+        ``downlink`` back. Every flow through that direction shares the one queue. Returns
+        them (also ``node.uplink`` / ``node.downlink``) for their stats."""
+        if node._net is not self:
+            raise ValueError("that node belongs to another network")
+        node.uplink = None if uplink is None else BottleneckLink(uplink, rng=self.rng)
+        node.downlink = None if downlink is None else BottleneckLink(downlink, rng=self.rng)
+        return node.uplink, node.downlink
 
     def unbind(self, app: DatagramApp) -> None:
         """Close the app's socket: its port is freed, its timer never fires again."""
@@ -255,23 +282,31 @@ class Network:
         host = sock.host
         if self._record:
             self._log(TraceKind.SEND, pkt, host.name)
-        self._cross(host.link, host.name, pkt, self._arrive, (host._realm, pkt))
+        self._cross(host.link, host.uplink, host.name, pkt, self._arrive, (host._realm, pkt))
 
     def _cross(
         self,
         link: Link,
+        bottleneck: BottleneckLink | None,
         where: str,
         pkt: _Packet,
         handler: Callable[[Any], None],
         arg: object,
     ) -> None:
+        start = self.now
+        if bottleneck is not None:
+            passed = bottleneck.transmit(len(pkt.data), start)
+            if isinstance(passed, DropReason):
+                self._drop(pkt, where, passed)
+                return
+            start = passed
         # Random draws only when the link is lossy/jittery, so adding a clean link
         # elsewhere does not perturb the random sequence of a seeded scenario.
         if link.loss and self.rng.random() * 100 < link.loss:
             self._drop(pkt, where, DropReason.LOSS)
             return
         delay = link.delay + (self.rng.uniform(0, link.jitter) if link.jitter else 0.0)
-        self._schedule(self.now + delay, handler, arg)
+        self._schedule(start + delay, handler, arg)
 
     def _arrive(self, arg: tuple[Realm, _Packet]) -> None:
         """The packet is at the router of ``realm``: forward it one hop."""
@@ -282,9 +317,9 @@ class Network:
             return
         node = realm.nodes.get(pkt.dst[0])
         if isinstance(node, Host):
-            self._cross(node.link, node.name, pkt, self._deliver, (node, pkt))
+            self._cross(node.link, node.downlink, node.name, pkt, self._deliver, (node, pkt))
         elif isinstance(node, Nat):
-            self._cross(node.link, node.name, pkt, self._nat_inbound, (node, pkt))
+            self._cross(node.link, node.downlink, node.name, pkt, self._nat_inbound, (node, pkt))
         elif realm.nat is None:
             self._drop(pkt, "internet", DropReason.NO_ROUTE)
         elif pkt.dst[0] == realm.nat.public_ip:
@@ -298,7 +333,7 @@ class Network:
             pkt.src = external
             if self._record:
                 self._log(TraceKind.NAT_OUT, pkt, nat.name)
-            self._cross(nat.link, nat.name, pkt, self._arrive, (nat._outer, pkt))
+            self._cross(nat.link, nat.uplink, nat.name, pkt, self._arrive, (nat._outer, pkt))
 
     def _nat_inbound(self, arg: tuple[Nat, _Packet]) -> None:
         nat, pkt = arg

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netsim.app import Address, DatagramApp
+from netsim.link import BottleneckLink
 from netsim.nat import BindingInfo, NatConfig, NatTable
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class Host:
         self.name = name
         self.ips = ips
         self.link = link  # replace freely mid-run to change conditions
+        # Bottlenecks in series with ``link``: toward the realm's router and back.
+        self.uplink: BottleneckLink | None = None
+        self.downlink: BottleneckLink | None = None
         self._net = net
         self._realm = realm
         self._sockets: dict[Address, BoundSocket] = {}
@@ -110,6 +114,9 @@ class Nat:
     ):
         self.name = name
         self.link = link
+        # Bottlenecks on the WAN side, in series with ``link``: outbound and inbound.
+        self.uplink: BottleneckLink | None = None
+        self.downlink: BottleneckLink | None = None
         self.table = NatTable(config, public_ip, net.rng)
         self._net = net
         self._outer = outer

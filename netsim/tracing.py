@@ -19,6 +19,7 @@ class DropReason(enum.StrEnum):
     PORTS_EXHAUSTED = "ports-exhausted"  # NAT could not allocate an external port
     UDP_BLOCKED = "udp-blocked"  # the NAT (firewall) drops all UDP
     PARTITIONED = "partitioned"  # the internet between two public IPs is cut (a test's doing)
+    QUEUE_FULL = "queue-full"  # a bottleneck's drop-tail queue had no room (netsim.link)
 
 
 class TraceKind(enum.StrEnum):

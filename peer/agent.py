@@ -8,6 +8,12 @@ Every datagram carries its route (peer.routes): in, the socket it arrived on (``
 what a session sends through our relay allocation goes into the TURN client here, and what
 the rendezvous and its relay get goes over the TCP connection when the agent was
 configured so (``over_tcp``).
+
+Once logged in, the agent stays reachable: the rendezvous client logs in again after a
+lost registration (peer.relogin), and each new login renews the relay allocation's
+credentials and makes sure the allocation still exists (a restarted server forgot it; a new
+TCP connection is a new client to it), allocating again when it is gone. Sessions with
+peers go on meanwhile: they need the rendezvous only to begin.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from peer.errors import LocalProtocolError
 from peer.events import (
     AgentEvent,
     Allocated,
+    AllocationExpired,
     Connected,
     ConnectFailed,
     DataReceived,
@@ -35,10 +42,10 @@ from peer.events import (
 )
 from peer.handshake import PEER_PACKET_TYPES
 from peer.known_peers import KeyChanged, KnownPeers, Verdict
-from peer.rendezvous_client import RendezvousClient, RendezvousClientConfig
+from peer.rendezvous_client import LoginState, RendezvousClient, RendezvousClientConfig
 from peer.routes import DIRECT, RELAY, TCP, ExtraSocket, ThroughRelay, Transmit, Via
 from peer.session import PeerSession, SessionConfig
-from peer.turn_client import TurnClient, TurnClientConfig
+from peer.turn_client import TurnClient, TurnClientConfig, TurnState
 from rvproto.keys import PublicKeyError
 from stunproto.attributes import Address
 from stunproto.channel_data import is_channel_data
@@ -73,10 +80,10 @@ class PeerAgent:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
-        self.rendezvous = RendezvousClient(config.rendezvous, sign)
+        self._rng = rng or random.Random()
+        self.rendezvous = RendezvousClient(config.rendezvous, sign, rng=self._rng)
         self._static = static
         self._known = known_peers
-        self._rng = rng or random.Random()
         self.sessions: dict[str, PeerSession] = {}
         self.turn: TurnClient | None = None  # our relay allocation, once offered
         self._events: deque[AgentEvent] = deque()
@@ -89,6 +96,22 @@ class PeerAgent:
 
     def connect(self, name: str, now: float) -> None:
         self.rendezvous.connect(name, now)
+        self._collect_rendezvous(now)  # an offline refusal is an event at once
+
+    def connection_lost(self, reason: str, now: float) -> None:
+        """Over TCP: the connection to the rendezvous closed, or opening it again failed."""
+        self.rendezvous.connection_lost(reason, now)
+        self._collect_rendezvous(now)
+
+    @property
+    def wants_server_connection(self) -> bool:
+        """Over TCP: a login is under way, so its connection to the rendezvous is needed
+        (the adapter opens it again after a loss when, and only when, this says so: the
+        rendezvous client's backoff decides how often)."""
+        rendezvous = self.rendezvous
+        logging_in = rendezvous.state in (LoginState.CHALLENGED, LoginState.SIGNING)
+        # Before the first login, start-up opens it (and gives up when it cannot).
+        return self.config.over_tcp and logging_in and rendezvous.reachability.ever_online
 
     def send(self, name: str, data: bytes, now: float) -> None:
         self.sessions[name].send(data, now)
@@ -189,19 +212,34 @@ class PeerAgent:
                 self._introduce(event, now)
             elif isinstance(event, LoggedIn):
                 self._events.append(event)
-                if event.turn is not None and self.config.use_relay and self.turn is None:
-                    credentials = event.turn
-                    self.turn = TurnClient(
-                        TurnClientConfig(
-                            server=credentials.server,
-                            username=credentials.username,
-                            password=credentials.password,
-                        ),
-                        rng=self._rng,
-                    )
-                    self.turn.allocate(now)
+                if event.turn is not None and self.config.use_relay:
+                    self._relay_after_login(event, now)
             else:
                 self._events.append(event)
+
+    def _relay_after_login(self, event: LoggedIn, now: float) -> None:
+        """Every login brings fresh relay credentials: the first allocates, later ones
+        renew ours and check that the allocation outlived the loss (a refresh now rather
+        than minutes later; a 437 then means allocating again, in ``_collect_turn``)."""
+        credentials = event.turn
+        assert credentials is not None
+        turn = self.turn
+        if turn is not None and turn.config.server != credentials.server:
+            turn = None  # another relay now; the old allocation expires on its own there
+        if turn is None:
+            config = TurnClientConfig(
+                server=credentials.server,
+                username=credentials.username,
+                password=credentials.password,
+            )
+            self.turn = TurnClient(config, rng=self._rng)
+            self.turn.allocate(now)
+            return
+        turn.set_credentials(credentials.username, credentials.password)
+        if turn.state is TurnState.ALLOCATED:
+            turn.refresh(now)
+        elif turn.state not in (TurnState.ALLOCATING, TurnState.CLOSING):
+            turn.allocate(now)
 
     def _collect_turn(self, now: float) -> None:
         if self.turn is None:
@@ -218,6 +256,13 @@ class PeerAgent:
                 self.rendezvous.set_relayed(event.relayed, now)
                 for session in self.sessions.values():
                     self.turn.create_permission(session.introduction.public_endpoint[0], now)
+            elif (
+                isinstance(event, AllocationExpired)
+                and self.rendezvous.state is LoginState.LOGGED_IN
+            ):
+                # Lost while we are logged in (a restarted server forgot it): allocate again
+                # at once, with the credentials of our login. Offline, the next login does.
+                self.turn.allocate(now)
             self._events.append(event)
 
     def _introduce(self, event: Introduced, now: float) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from peer.adapters.peer import Connection, Peer, PeerConfig
 from peer.errors import PeerError
-from peer.events import PathChanged
+from peer.events import Offline, Online, PathChanged
 from peer.identity import Identity
 from peer.known_peers import KnownPeers
 from stunproto.attributes import Address
@@ -54,6 +54,38 @@ def _endpoint(address: Address) -> str:
     return f"{address[0]}:{address[1]}"
 
 
+def _online(me: Peer, out: _Output, public: Address) -> None:
+    """The online line: at start, and each time the peer is back online (one format)."""
+    out.event(
+        "online",
+        f"online as {me.name} ({me.identity.fingerprint}), public "
+        f"{_endpoint(public)}, NAT {me.nat_type}, via {me.transport}",
+        name=me.name,
+        public=_endpoint(public),
+        nat_type=str(me.nat_type),
+        transport=str(me.transport),
+    )
+
+
+def _status(me: Peer, out: _Output, event: object) -> None:
+    """Online and offline lines for the rendezvous registration; other events are not
+    status lines."""
+    if isinstance(event, Online):
+        _online(me, out, event.public_endpoint)
+    elif isinstance(event, Offline):
+        out.event(
+            "offline",
+            f"offline: {event.reason}; logging in again in {event.retry_in:.1f} s",
+            reason=event.reason,
+            retry_in=round(event.retry_in, 1),
+        )
+
+
+async def _watch_status(me: Peer, out: _Output) -> None:
+    while True:
+        _status(me, out, await me.events.get())
+
+
 async def run_chat(options: ChatOptions) -> int:
     out = _Output(options.json)
     try:
@@ -65,19 +97,16 @@ async def run_chat(options: ChatOptions) -> int:
             config=options.peer_config,
         ) as me:
             assert me.public_endpoint is not None
-            out.event(
-                "online",
-                f"online as {options.name} ({me.identity.fingerprint}), public "
-                f"{_endpoint(me.public_endpoint)}, NAT {me.nat_type}, via {me.transport}",
-                name=options.name,
-                public=_endpoint(me.public_endpoint),
-                nat_type=str(me.nat_type),
-                transport=str(me.transport),
-            )
-            if options.to is not None:
-                conn = await me.connect(options.to, timeout=options.connect_timeout)
-            else:
-                conn = await me.accept()
+            _online(me, out, me.public_endpoint)
+            # Waiting (for bob, maybe hours): the registration may come and go meanwhile.
+            waiting = asyncio.ensure_future(_watch_status(me, out))
+            try:
+                if options.to is not None:
+                    conn = await me.connect(options.to, timeout=options.connect_timeout)
+                else:
+                    conn = await me.accept()
+            finally:
+                waiting.cancel()
             out.event(
                 "connected",
                 f"connected to {conn.peer} over {conn.path} path, remote "
@@ -107,6 +136,7 @@ async def _converse(me: Peer, conn: Connection, out: _Output) -> int:
     async def watch_paths() -> None:
         while True:
             event = await me.events.get()
+            _status(me, out, event)
             if isinstance(event, PathChanged) and event.peer == conn.peer:
                 out.event(
                     "path",

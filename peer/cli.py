@@ -23,6 +23,7 @@ from peer.chat import ChatOptions, run_chat
 from peer.identity import IdentityError, load_or_create
 from peer.known_peers import KnownPeers, KnownPeersError
 from peer.startup import Transport
+from peer.transfer_cli import PeerSettings, ReceiveOptions, SendOptions, run_receive, run_send
 from stunproto.attributes import Address
 
 
@@ -89,7 +90,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=30.0, help="seconds to wait for the connection"
     )
     chat.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
+
+    send = commands.add_parser(
+        "send",
+        help="send files to another peer (exit 0 only when every file arrived whole)",
+        description=(
+            "Log in, connect to --to and send each FILE on its own stream; the receiver "
+            "checks size and SHA-256 and keeps the file only whole. A progress bar on a "
+            "terminal, or --json lines."
+        ),
+    )
+    send.add_argument("files", nargs="+", type=Path, metavar="FILE", help="files to send")
+    send.add_argument("--to", required=True, help="the receiving peer's name")
+    send.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the connection"
+    )
+    _add_transfer_peer_options(send)
+    receive = commands.add_parser(
+        "receive",
+        help="receive files from other peers until stopped",
+        description=(
+            "Log in and save the files peers send into --dir, each only whole and verified "
+            "(an existing NAME is kept: the new file becomes 'NAME (1)'). Runs until "
+            "interrupted."
+        ),
+    )
+    receive.add_argument(
+        "--dir", type=Path, default=Path("."), help="where to save (default: current directory)"
+    )
+    receive.add_argument("--from", dest="from_peer", help="accept files from this peer only")
+    _add_transfer_peer_options(receive)
     return parser
+
+
+def _add_transfer_peer_options(parser: argparse.ArgumentParser) -> None:
+    """The login and path options of ``send`` and ``receive`` (as ``chat`` has them)."""
+    parser.add_argument("--server", required=True, help="rendezvous server HOST[:PORT]")
+    parser.add_argument("--name", required=True, help="your peer name (the first key owns it)")
+    config = default_config_dir()
+    parser.add_argument("--identity", type=Path, default=config / "identity.pem")
+    parser.add_argument("--known-peers", type=Path, default=config / "known_peers")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+    parser.add_argument("--port", type=int, default=0, help="local UDP port of the punching socket")
+    parser.add_argument("--keepalive", type=float, help="keepalive interval in seconds")
+    parser.add_argument("--probe-lifetime", type=float, metavar="MAX_SECONDS")
+    parser.add_argument("--no-probe", action="store_true", help="skip NAT classification")
+    parser.add_argument(
+        "--transport",
+        choices=[str(transport) for transport in Transport],
+        default=str(Transport.AUTO),
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
 
 
 def default_config_dir() -> Path:
@@ -124,6 +175,39 @@ def _chat(args: argparse.Namespace, server: Address) -> int:
     return asyncio.run(run_chat(options))
 
 
+def _transfer(args: argparse.Namespace, server: Address) -> int:
+    try:
+        identity = load_or_create(args.identity)
+        known = KnownPeers(args.known_peers)
+    except (IdentityError, KnownPeersError, OSError) as exc:
+        print(f"peer: {exc}", file=sys.stderr)
+        return 2
+    config = PeerConfig(
+        local_port=args.port,
+        probe_nat=not args.no_probe,
+        probe_lifetime=args.probe_lifetime,
+        keepalive=args.keepalive,
+        transport=Transport(args.transport),
+    )
+    settings = PeerSettings(
+        server=server, name=args.name, identity=identity, known_peers=known, peer_config=config
+    )
+    try:
+        if args.command == "send":
+            files = tuple(args.files)
+            sending = SendOptions(
+                peer=settings, to=args.to, files=files, json=args.json, connect_timeout=args.timeout
+            )
+            return asyncio.run(run_send(sending))
+        receiving = ReceiveOptions(
+            peer=settings, directory=args.dir, from_peer=args.from_peer, json=args.json
+        )
+        return asyncio.run(run_receive(receiving))  # stops on SIGINT/SIGTERM by itself
+    except KeyboardInterrupt:
+        print("peer: interrupted", file=sys.stderr)
+        return 130
+
+
 async def _probe_from_punch_socket(server: Address, port: int) -> NatReport:
     local_ip = route_local_ip(server)
     punch = await PunchSocket.open((local_ip, port))
@@ -143,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "chat":
         return _chat(args, server)
+    if args.command in ("send", "receive"):
+        return _transfer(args, server)
     try:
         report = asyncio.run(_probe_from_punch_socket(server, args.port))
     except OSError as exc:

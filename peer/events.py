@@ -58,7 +58,26 @@ class ConnectFailed:
     code: int | None
 
 
-RvEvent = LoggedIn | LoginFailed | Introduced | ConnectFailed
+@dataclass(frozen=True, slots=True)
+class Offline:
+    """The registration at the rendezvous was lost (a refresh unanswered or refused, the
+    server restarted and forgot us, the TCP connection to it closed): nobody can be
+    introduced to us until we are back. Reported once per loss; the next login attempt is
+    ``retry_in`` seconds away (later ones back off further, silently)."""
+
+    reason: str
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class Online:
+    """Registered again after an ``Offline`` (or under a new public mapping): reachable at
+    ``public_endpoint``. The first login of a peer is ``LoggedIn`` alone."""
+
+    public_endpoint: Address
+
+
+RvEvent = LoggedIn | LoginFailed | Introduced | ConnectFailed | Offline | Online
 
 
 # ---------------------------------------------------------------- TURN client

@@ -1,8 +1,14 @@
 """Sans-I/O client side of the rendezvous protocol: login (challenge, signed answer),
-periodic refresh, CONNECT requests, and answering the server's introductions."""
+periodic refresh, CONNECT requests, and answering the server's introductions.
+
+Once logged in, the client stays reachable: a lost registration (a refresh unanswered or
+refused, a CONNECT told to log in again, the TCP connection gone) schedules another login
+with backoff, for as long as it runs (peer.relogin decides when, and what to report).
+"""
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +23,14 @@ from peer.events import (
     LoginFailed,
     RvEvent,
     TurnCredentials,
+)
+from peer.relogin import Backoff, BackoffConfig, Reachability
+from peer.rendezvous_requests import (
+    ConnectRequest,
+    LoginRequest,
+    RefreshRequest,
+    RvRequest,
+    SignedLoginRequest,
 )
 from rvproto.messages import (
     RV_CODECS,
@@ -34,38 +48,13 @@ from stunproto.client import ResponseReceived, RetransmitPolicy, StunClient, Tra
 from stunproto.message import is_stun, new_transaction_id
 
 
-# What each transaction in flight is for: one frozen dataclass per kind of request.
-@dataclass(frozen=True, slots=True)
-class LoginRequest:
-    """The first login message: asks for a challenge."""
-
-
-@dataclass(frozen=True, slots=True)
-class SignedLoginRequest:
-    """The login with the signed challenge (and our endpoints, NAT type, RTT)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectRequest:
-    """Asks the server to introduce us to ``name``."""
-
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshRequest:
-    """Keeps the registration (and tells the server our relayed endpoint)."""
-
-
-RvRequest = LoginRequest | SignedLoginRequest | ConnectRequest | RefreshRequest
-
-
 class LoginState(Enum):
     IDLE = "idle"
     CHALLENGED = "challenged"  # asked for a challenge, waiting
     SIGNING = "signing"  # sent the signed login, waiting
     LOGGED_IN = "logged-in"
-    FAILED = "failed"
+    FAILED = "failed"  # the first login failed: start-up decides what next (peer.startup)
+    OFFLINE = "offline"  # was logged in, lost it: a login is scheduled (peer.relogin)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,10 +69,17 @@ class RendezvousClientConfig:
     policy: RetransmitPolicy = field(
         default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=9, rto_max=1.6, final_wait=4)
     )
+    relogin: BackoffConfig = field(default_factory=BackoffConfig)  # after a lost registration
 
 
 class RendezvousClient:
-    def __init__(self, config: RendezvousClientConfig, sign: Callable[[bytes], bytes]) -> None:
+    def __init__(
+        self,
+        config: RendezvousClientConfig,
+        sign: Callable[[bytes], bytes],
+        *,
+        rng: random.Random | None = None,  # the backoff's jitter
+    ) -> None:
         self.config = config
         self._sign = sign
         self._stun = StunClient(policy=config.policy, codecs=RV_CODECS)
@@ -99,17 +95,24 @@ class RendezvousClient:
         self._seen_introductions: set[bytes] = set()
         self.relayed: Address | None = None  # our relay allocation, told to the server
         self._restarts = 0  # logins restarted after a stale challenge
+        self.reachability = Reachability(Backoff(config.relogin, rng or random.Random()))
 
     # ------------------------------------------------------------------ commands
 
     def login(self, now: float) -> None:
+        self._cancel(LoginRequest, SignedLoginRequest)  # one login at a time
         self.state = LoginState.CHALLENGED
         request = self._request(RvMethod.LOGIN, *self._identity_attributes())
         self._start(request, now, LoginRequest())
 
     def connect(self, name: str, now: float) -> None:
         if self.state is not LoginState.LOGGED_IN:
-            raise LocalProtocolError("log in before connecting")
+            if not self.reachability.ever_online:
+                raise LocalProtocolError("log in before connecting")
+            # Lost meanwhile: the caller hears it like any other failure, not as a mistake.
+            reason = "offline: not logged in at the rendezvous server (logging in again)"
+            self._events.append(ConnectFailed(name, reason, None))
+            return
         request = self._request(
             RvMethod.CONNECT, (AttrType.USERNAME, self.config.name), (RvAttr.PEER_NAME, name)
         )
@@ -140,6 +143,13 @@ class RendezvousClient:
         data = indication.encode(integrity_key=self.session_key, fingerprint=True)
         self._outbox.append((data, self.config.server))
 
+    def connection_lost(self, reason: str, now: float) -> None:
+        """The TCP connection to the server closed (or could not be opened again): the
+        registration (or this login attempt) is lost. Before the first login, start-up
+        decides instead (peer.startup)."""
+        if self.reachability.ever_online and self.state is not LoginState.OFFLINE:
+            self._lose(reason, now)  # (offline already: nothing more to lose)
+
     # ------------------------------------------------------------------ sans-I/O
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> bool:
@@ -163,9 +173,12 @@ class RendezvousClient:
         if self._refresh_at is not None and now >= self._refresh_at:
             self._refresh_at = None
             self._send_refresh(now)
+        if self.reachability.due(now):
+            self.login(now)
 
     def get_timer(self) -> float | None:
-        timers = [t for t in (self._stun.get_timer(), self._refresh_at) if t is not None]
+        candidates = (self._stun.get_timer(), self._refresh_at, self.reachability.retry_at)
+        timers = [t for t in candidates if t is not None]
         return min(timers, default=None)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
@@ -212,22 +225,19 @@ class RendezvousClient:
             if purpose is None:
                 continue
             if isinstance(event, TransactionTimedOut):
-                self._on_timeout(purpose)
+                self._on_timeout(purpose, now)
             else:
                 self._on_response(purpose, event, now)
 
-    def _on_timeout(self, purpose: RvRequest) -> None:
+    def _on_timeout(self, purpose: RvRequest, now: float) -> None:
         match purpose:
             case LoginRequest() | SignedLoginRequest():
-                self.state = LoginState.FAILED
-                self._events.append(LoginFailed("no answer from the rendezvous server", None))
+                self._login_failed("no answer from the rendezvous server", None, now)
             case ConnectRequest(name=name):
                 reason = "no answer from the rendezvous server"
                 self._events.append(ConnectFailed(name, reason, None))
             case RefreshRequest():
-                self._refresh_at = None
-                self.state = LoginState.FAILED
-                self._events.append(LoginFailed("the rendezvous server stopped answering", None))
+                self._lose("the rendezvous server stopped answering", now)
 
     def _on_response(self, purpose: RvRequest, event: ResponseReceived, now: float) -> None:
         response = event.response
@@ -237,7 +247,7 @@ class RendezvousClient:
         if isinstance(purpose, LoginRequest):
             challenge = response.get(RvAttr.CHALLENGE)
             if error is None or error.code != ErrorCodes.UNAUTHORIZED or challenge is None:
-                self._fail_login(error)
+                self._fail_login(error, now)
                 return
             self.state = LoginState.SIGNING
             self._send_signed_login(challenge, now)
@@ -251,7 +261,7 @@ class RendezvousClient:
             session_key = response.get(RvAttr.SESSION_KEY)
             mapped = response.get(AttrType.XOR_MAPPED_ADDRESS)
             if error is not None or not isinstance(session_key, bytes) or mapped is None:
-                self._fail_login(error)
+                self._fail_login(error, now)
                 return
             self._restarts = 0
             self.session_key = session_key
@@ -260,6 +270,8 @@ class RendezvousClient:
             self._refresh_interval = self.config.refresh_interval or lifetime / 3
             self._refresh_at = now + self._refresh_interval
             self.state = LoginState.LOGGED_IN
+            if self.relayed is not None:
+                self._refresh_at = now  # a re-login: tell the new registration our relay
             assert self.public_endpoint is not None
             turn = None
             server = response.get(RvAttr.TURN_SERVER)
@@ -268,10 +280,14 @@ class RendezvousClient:
             if server is not None and username is not None and password is not None:
                 turn = TurnCredentials(server, username, password)
             self._events.append(LoggedIn(self.public_endpoint, lifetime, turn))
+            online = self.reachability.logged_in(self.public_endpoint)
+            if online is not None:
+                self._events.append(online)
         elif isinstance(purpose, RefreshRequest):
             if error is not None or not self._authentic(response):
-                self.state = LoginState.FAILED
-                self._events.append(LoginFailed("registration lost; log in again", None))
+                # Unknown or expired there (a restarted server has forgotten everyone).
+                why = "unauthenticated answer" if error is None else error.reason
+                self._lose(f"registration lost ({why})", now)
                 return
             mapped = response.get(AttrType.XOR_MAPPED_ADDRESS, self.public_endpoint)
             if mapped != self.public_endpoint:
@@ -286,6 +302,8 @@ class RendezvousClient:
                 # Errors need no integrity (a 401 cannot carry it); forging one only denies
                 # service, which an on-path attacker can do anyway.
                 self._events.append(ConnectFailed(name, error.reason, error.code))
+                if error.code == ErrorCodes.UNAUTHORIZED and self.state is LoginState.LOGGED_IN:
+                    self._lose(f"registration lost ({error.reason})", now)
                 return
             if not self._authentic(response):
                 # An introduction must be vouched for: it carries the key to trust.
@@ -298,10 +316,34 @@ class RendezvousClient:
                 return
             self._events.append(Introduced(introduction, now))
 
-    def _fail_login(self, error: ErrorCode | None) -> None:
-        self.state = LoginState.FAILED
+    def _fail_login(self, error: ErrorCode | None, now: float) -> None:
         reason = "unexpected answer" if error is None else error.reason
-        self._events.append(LoginFailed(reason, None if error is None else error.code))
+        self._login_failed(reason, None if error is None else error.code, now)
+
+    def _login_failed(self, reason: str, code: int | None, now: float) -> None:
+        if self.reachability.ever_online:
+            # Refused or unanswered now (a restarting server, a full one) is not forever:
+            # keep trying, ever more slowly.
+            self._lose(f"login failed ({reason})", now)
+            return
+        self.state = LoginState.FAILED
+        self._events.append(LoginFailed(reason, code))
+
+    def _lose(self, reason: str, now: float) -> None:
+        """Not registered (any more): stop what assumed we were, schedule the next login."""
+        self._cancel(LoginRequest, SignedLoginRequest, RefreshRequest)
+        self._refresh_at = None
+        self._restarts = 0
+        self.state = LoginState.OFFLINE
+        offline = self.reachability.lost(reason, now)
+        if offline is not None:
+            self._events.append(offline)
+
+    def _cancel(self, *kinds: type) -> None:
+        for transaction_id, purpose in list(self._purpose.items()):
+            if isinstance(purpose, kinds):
+                self._stun.cancel(transaction_id)
+                del self._purpose[transaction_id]
 
     def _send_signed_login(self, challenge: bytes, now: float) -> None:
         attributes = [

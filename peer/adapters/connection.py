@@ -216,7 +216,7 @@ class Connection:
             raise LocalProtocolError(f"connection to {self.peer} closed: {self.closed}")
 
     def _pump(self) -> None:
-        self._owner._pump()
+        self._owner._pump_later()
 
     def _deliver(self, data: bytes) -> None:
         self._messages.put_nowait(data)

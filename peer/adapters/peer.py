@@ -28,6 +28,7 @@ from natprobe.probe import ProbeConfig, probe, route_local_ip
 from natprobe.report import NatType
 from peer.adapters.connection import Connection
 from peer.adapters.punch_socket import PunchSocket
+from peer.adapters.server_tcp import ServerConnection
 from peer.agent import AgentConfig, PeerAgent
 from peer.errors import LocalProtocolError, PeerError
 from peer.events import (
@@ -41,6 +42,8 @@ from peer.events import (
     LoggedIn,
     LoginFailed,
     MessageReceived,
+    Offline,
+    Online,
     PathChanged,
     SessionClosed,
 )
@@ -59,7 +62,6 @@ from peer.startup import (
     plan_keepalives,
 )
 from stunproto.attributes import Address
-from stunproto.framing import FramingError, StreamDecoder, frame
 
 log = structlog.get_logger()
 
@@ -100,8 +102,7 @@ class Peer(AsyncLifecycle):
         self._progress = asyncio.Event()
         # How we reach the rendezvous: UDP, or TCP if UDP is blocked.
         self.transport = Transport.UDP
-        self._tcp: asyncio.StreamWriter | None = None
-        self._tcp_reader: asyncio.Future[None] | None = None
+        self._tcp: ServerConnection | None = None
         # The birthday trick's extra sockets (peer.birthday), by route, opened on first use.
         self._extra: UdpSockets[ExtraSocket] = UdpSockets(
             self._read_extra, after_batch=self._after_extra_batch
@@ -200,29 +201,24 @@ class Peer(AsyncLifecycle):
             attempt.handle_timer(loop.time())
 
     async def _open_tcp(self) -> None:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(*self.server), self.config.login_timeout
-            )
-        except (OSError, TimeoutError) as exc:
-            # A login failure like any other (said in one line), not a traceback.
-            reason = str(exc) or "timed out"
-            raise PeerError(f"login failed: cannot reach the server over TCP: {reason}") from exc
-        self._tcp = writer
-        decoder = StreamDecoder()
+        self._tcp = ServerConnection(
+            self.server,
+            timeout=self.config.login_timeout,
+            on_datagram=lambda data: self._datagram(data, self.server, TCP),
+            on_lost=self._tcp_lost,
+            wanted=lambda: self._agent is not None and self._agent.wants_server_connection,
+            on_reopened=self._pump,
+        )
+        await self._tcp.open()
 
-        async def read() -> None:
-            try:
-                while chunk := await reader.read(65536):
-                    for message in decoder.feed(chunk):
-                        self._datagram(message, self.server, TCP)
-            except (OSError, FramingError) as exc:
-                log.warning("tcp_connection_lost", reason=str(exc))
-            if self._attempt is not None:
-                self._attempt.connection_lost()
-                self._progress.set()
-
-        self._tcp_reader = asyncio.ensure_future(read())
+    def _tcp_lost(self, reason: str) -> None:
+        if self._attempt is not None and self._attempt.phase is LoginPhase.LOGGING_IN:
+            self._attempt.connection_lost()  # the first login: start-up decides
+            self._progress.set()
+        elif self._agent is not None and self._punch is not None:
+            # Later: the agent schedules another login, which reopens the connection.
+            self._agent.connection_lost(reason, asyncio.get_running_loop().time())
+            self._pump()
 
     async def aclose(self) -> None:
         self.close()
@@ -232,8 +228,6 @@ class Peer(AsyncLifecycle):
             for name in list(self._agent.sessions):
                 self._agent_close(name)
         self._timer.cancel()
-        if self._tcp_reader is not None:
-            self._tcp_reader.cancel()
         if self._tcp is not None:
             self._tcp.close()
         self._extra.close_all()
@@ -284,11 +278,14 @@ class Peer(AsyncLifecycle):
         assert self._agent is not None
         loop = asyncio.get_running_loop()
         self._agent.receive_datagram(data, source, loop.time(), via)
-        # One pump for all the datagrams this loop iteration reads (a burst of packets
-        # gets one round of acknowledgements and sends, not one per datagram).
+        self._pump_later()
+
+    def _pump_later(self) -> None:
+        """Pump once this loop iteration is done: the datagrams it read and the writes the
+        application made get one round of acknowledgements and sends, not one each."""
         if not self._pump_soon:
             self._pump_soon = True
-            loop.call_soon(self._coalesced_pump)
+            asyncio.get_running_loop().call_soon(self._coalesced_pump)
 
     def _coalesced_pump(self) -> None:
         self._pump_soon = False
@@ -310,7 +307,7 @@ class Peer(AsyncLifecycle):
             if isinstance(via, ExtraSocket):
                 self._send_from_extra(via, data, destination)
             elif isinstance(via, OverTcp) and self._tcp is not None:
-                self._tcp.write(frame(data))
+                self._tcp.send(data)
             else:
                 punch.sendto(data, destination)
         while (event := agent.next_event()) is not None:
@@ -350,6 +347,10 @@ class Peer(AsyncLifecycle):
             log.warning("login_failed", reason=event.reason, code=event.code)
             if self._attempt is not None:
                 self._attempt.login_failed(event.reason)
+        elif isinstance(event, Offline):
+            log.warning("offline", reason=event.reason, retry_in=round(event.retry_in, 1))
+        elif isinstance(event, Online):  # (LoggedIn, just before, set public_endpoint)
+            log.info("online", public=f"{event.public_endpoint[0]}:{event.public_endpoint[1]}")
         elif isinstance(event, Allocated | AllocationFailed):
             if isinstance(event, AllocationFailed):
                 log.warning("relay_allocation_failed", reason=event.reason, code=event.code)

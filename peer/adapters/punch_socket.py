@@ -1,70 +1,107 @@
 """The peer's one UDP socket: STUN transactions and peer traffic share it, because the NAT
 mapping that punching creates belongs to this socket and to no other.
 
-Like aioice, one ``DatagramProtocol`` demultiplexes: datagrams that answer (or are watched
-by) our STUN transactions go to the :class:`~iokit.stun_endpoint.StunEndpoint`; everything else
-goes to the application's handler.
+Like aioice, one reader demultiplexes: datagrams that answer (or are watched by) our STUN
+transactions go to the :class:`~iokit.stun_endpoint.StunEndpoint`; everything else goes to
+the application's handler. The socket is read through ``iokit.udp_sockets`` (a batch of
+datagrams per wake-up, with ``recvmmsg`` where it exists) rather than asyncio's datagram
+transport, which costs a callback and a 256 KiB buffer per datagram: at bulk rates that,
+not the protocol, would be the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Callable
+from typing import Any
 
 from iokit.stun_endpoint import StunEndpoint
+from iokit.udp_sockets import UdpSockets
 from stunproto.attributes import Address
 
 DataHandler = Callable[[bytes, Address], None]
+_KEY = "punch"
+# Socket buffers to ask for: a window of packets in flight at hundreds of MB/s (the kernel
+# caps what an unprivileged process gets at net.core.[rw]mem_max; root may force more).
+BUFFER_BYTES = 4 * 1024 * 1024
 
 
-class _Demultiplexer(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.stun: StunEndpoint | None = None
-        self.on_data: DataHandler | None = None
+class _SocketTransport(asyncio.DatagramTransport):
+    """What StunEndpoint needs of a datagram transport, over the punching socket."""
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        source = (str(addr[0]), int(addr[1]))
-        if self.stun is not None and self.stun.datagram_received(data, source):
-            return
-        if self.on_data is not None:
-            self.on_data(data, source)
+    def __init__(self, owner: PunchSocket) -> None:
+        super().__init__()
+        self._owner = owner
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP unreachable from a peer that is not listening yet is normal while punching.
-        pass
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        self._owner.sendto(bytes(data), addr)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._owner.local_address if name == "sockname" else default
+
+    def is_closing(self) -> bool:
+        return self._owner.closed
+
+    def close(self) -> None:
+        self._owner.close()
+
+    def abort(self) -> None:
+        self._owner.close()
 
 
 class PunchSocket:
     """Owns the peer's UDP socket. ``stun`` runs transactions on it (natprobe accepts it as
-    ``endpoint=``); ``on_data`` receives every other datagram."""
+    ``endpoint=``); ``on_data`` receives every other datagram; ``after_batch`` (optional)
+    runs once after each wake-up's datagrams."""
 
-    def __init__(self, transport: asyncio.DatagramTransport, protocol: _Demultiplexer) -> None:
-        self.transport = transport
-        self._protocol = protocol
-        self.stun = StunEndpoint(transport)
-        protocol.stun = self.stun
+    def __init__(self) -> None:
+        self._sockets: UdpSockets[str] = UdpSockets(self._on_datagram, after_batch=self._batched)
+        self.on_data: DataHandler | None = None
+        self.after_batch: Callable[[], None] | None = None
+        self.closed = False
+        self._local: Address = ("0.0.0.0", 0)
+        self.stun = StunEndpoint(_SocketTransport(self))
 
     @classmethod
     async def open(cls, local: Address = ("0.0.0.0", 0)) -> PunchSocket:
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(_Demultiplexer, local_addr=local)
-        return cls(transport, protocol)
+        """Bind (raises OSError: the port is in use, ...)."""
+        punch = cls()
+        punch._local = punch._sockets.open(_KEY, local)
+        punch._grow_buffers()
+        return punch
 
-    @property
-    def on_data(self) -> DataHandler | None:
-        return self._protocol.on_data
+    def _grow_buffers(self) -> None:
+        sock = self._sockets.get_socket(_KEY)
+        for option, forced in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):
+            try:  # SO_RCVBUFFORCE / SO_SNDBUFFORCE (Linux, root): past the sysctl cap
+                sock.setsockopt(socket.SOL_SOCKET, forced, BUFFER_BYTES)
+            except OSError:
+                # Else as much as the cap allows; or the default: slower, not broken.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
 
-    @on_data.setter
-    def on_data(self, handler: DataHandler | None) -> None:
-        self._protocol.on_data = handler
+    def _on_datagram(self, key: str, data: bytes, source: Address, now: float) -> None:
+        if self.stun.datagram_received(data, source):
+            return
+        if self.on_data is not None:
+            self.on_data(data, source)
+
+    def _batched(self, key: str) -> None:
+        if self.after_batch is not None:
+            self.after_batch()
 
     @property
     def local_address(self) -> Address:
-        return self.stun.local_address
+        return self._local
 
     def sendto(self, data: bytes, destination: Address) -> None:
-        self.transport.sendto(data, destination)
+        # A full buffer or an ICMP error: UDP is lossy, the sender's recovery deals with it.
+        self._sockets.sendto(_KEY, data, destination)
 
     def close(self) -> None:
-        self.stun.close()
-        self.transport.close()
+        if not self.closed:
+            self.closed = True
+            self.stun.close()
+            self._sockets.close_all()

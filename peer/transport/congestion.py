@@ -1,16 +1,28 @@
 """Congestion control: NewReno (RFC 9002 7.3) and CUBIC (RFC 9438) behind one interface,
 and the pacer that spreads a window's packets over a round trip (RFC 9002 7.7).
 
-Windows are in bytes. The loss detector (peer.transport.recovery) calls
-``on_packets_acked`` with the bytes acknowledged that may grow the window (sent after the
-current recovery period began, while the sender was limited by the window, not by the
-application) and ``on_congestion_event`` with the send time of the newest lost packet.
+Windows are in bytes. The loss detector (peer.transport.recovery) decides which
+acknowledged bytes may grow the window (sent after the current recovery period began, and
+while the window, not the application, was the limit) and calls ``on_packets_acked`` with
+them; it calls ``on_congestion_event`` with the send time of the newest lost packet, and
+``on_persistent_congestion`` after a whole stretch of packets was lost (RFC 9002 7.6).
 """
 
 from __future__ import annotations
 
 import math
 from enum import StrEnum
+from typing import Protocol
+
+__all__ = [
+    "CongestionController",
+    "CongestionKind",
+    "Cubic",
+    "NewReno",
+    "Pacer",
+    "WindowSizes",
+    "make_congestion",
+]
 
 
 class CongestionKind(StrEnum):
@@ -18,12 +30,24 @@ class CongestionKind(StrEnum):
     CUBIC = "cubic"
 
 
+class WindowSizes(Protocol):
+    """What a controller needs of a configuration (``RecoveryConfig`` has it; a Protocol
+    because recovery imports this module, not the other way round)."""
+
+    @property
+    def max_datagram_size(self) -> int: ...
+    @property
+    def initial_window_packets(self) -> int: ...
+    @property
+    def minimum_window_packets(self) -> int: ...
+
+
 class CongestionController:
-    """NewReno: slow start, then one datagram per window of acknowledged bytes; halve on
-    loss, once per recovery period."""
+    """What both algorithms share: slow start, the recovery period (one reduction per
+    round trip) and the collapse on persistent congestion. Subclasses say how the window
+    grows in congestion avoidance (``_avoid``) and how far a loss cuts it (``_reduce``)."""
 
     __slots__ = (
-        "_acked_in_avoidance",
         "_initial_window",
         "_mss",
         "congestion_window",
@@ -31,7 +55,7 @@ class CongestionController:
         "recovery_start",
         "ssthresh",
     )
-    beta = 0.5
+    beta = 0.5  # the window kept on a loss (RFC 9002 kLossReductionFactor)
 
     def __init__(self, *, max_datagram_size: int, initial_window: int, minimum_window: int) -> None:
         self._mss = max_datagram_size
@@ -40,19 +64,55 @@ class CongestionController:
         self.reset()
 
     def reset(self) -> None:
+        """Back to the initial state (a new path, RFC 9000 9.4)."""
         self.congestion_window = self._initial_window
-        self.ssthresh = math.inf
+        self.ssthresh: float = math.inf
         self.recovery_start = -math.inf
-        self._acked_in_avoidance = 0
 
     def in_recovery(self, sent_time: float) -> bool:
+        """Was a packet sent at ``sent_time`` sent before the current recovery period began?
+        (Its acknowledgement does not grow the window; its loss does not cut it again.)"""
         return sent_time <= self.recovery_start
 
     def on_packets_acked(self, acked_bytes: int, now: float, rtt: float) -> None:
+        """``acked_bytes`` acknowledged that may grow the window; ``rtt`` the smoothed RTT."""
         if self.congestion_window < self.ssthresh:
-            self.congestion_window += acked_bytes
-            return
-        self._avoid(acked_bytes, now, rtt)
+            self.congestion_window += acked_bytes  # slow start: doubles per round trip
+        else:
+            self._avoid(acked_bytes, now, rtt)
+
+    def on_congestion_event(self, sent_time: float, now: float) -> None:
+        """A loss of a packet sent at ``sent_time``: cut the window, once per round trip."""
+        if sent_time <= self.recovery_start:
+            return  # sent before the last reduction: that one already answered it
+        self.recovery_start = now
+        self._reduce(now)
+
+    def on_persistent_congestion(self) -> None:
+        self.congestion_window = self.minimum_window
+        self.recovery_start = -math.inf  # the next loss may cut again at once
+
+    def _reduce(self, now: float) -> None:
+        window = max(int(self.congestion_window * self.beta), self.minimum_window)
+        self.congestion_window = window
+        self.ssthresh = window
+
+    def _avoid(self, acked_bytes: int, now: float, rtt: float) -> None:
+        raise NotImplementedError
+
+
+class NewReno(CongestionController):
+    """RFC 9002 7.3: one datagram more per window of acknowledged bytes; halve on loss."""
+
+    __slots__ = ("_acked_in_avoidance",)
+
+    def reset(self) -> None:
+        super().reset()
+        self._acked_in_avoidance = 0
+
+    def _reduce(self, now: float) -> None:
+        super()._reduce(now)
+        self._acked_in_avoidance = 0
 
     def _avoid(self, acked_bytes: int, now: float, rtt: float) -> None:
         self._acked_in_avoidance += acked_bytes
@@ -60,90 +120,104 @@ class CongestionController:
             self._acked_in_avoidance -= self.congestion_window
             self.congestion_window += self._mss
 
-    def on_congestion_event(self, sent_time: float, now: float) -> None:
-        if sent_time <= self.recovery_start:
-            return  # one reduction per round trip: this loss belongs to the last one
-        self.recovery_start = now
-        self._reduce(now)
-
-    def _reduce(self, now: float) -> None:
-        window = max(int(self.congestion_window * self.beta), self.minimum_window)
-        self.congestion_window = window
-        self.ssthresh = window
-        self._acked_in_avoidance = 0
-
-    def on_persistent_congestion(self) -> None:
-        self.congestion_window = self.minimum_window
-        self.recovery_start = -math.inf
-
 
 class Cubic(CongestionController):
-    """CUBIC (RFC 9438): after a loss the window follows W_cubic(t) = C (t - K)^3 + W_max,
-    concave up to the old maximum, then convex beyond it; never slower than Reno would be
-    (the Reno-friendly estimate W_est)."""
+    """CUBIC (RFC 9438). After a loss the window follows W_cubic(t) = C (t - K)^3 + W_max
+    (in datagrams, t seconds into the congestion-avoidance stage): concave up to the old
+    maximum, then convex beyond it; never below W_est, what Reno would have reached (the
+    Reno-friendly region, 4.3). A loss below the previous maximum lowers W_max further, so
+    that a newcomer gets its share (fast convergence, 4.7)."""
 
-    __slots__ = ("_epoch_start", "_k", "_w_est", "_w_max")
+    __slots__ = ("_cwnd_prior", "_epoch_start", "_fraction", "_k", "_w_est", "_w_max")
     beta = 0.7
     c = 0.4
 
     def reset(self) -> None:
         super().reset()
-        self._epoch_start: float | None = None
-        self._w_max = 0.0  # in datagrams
+        self._epoch_start: float | None = None  # when the current stage began
+        self._w_max = 0.0  # datagrams, as are the next three
         self._k = 0.0
         self._w_est = 0.0
+        self._cwnd_prior = 0.0  # the window before the last reduction
+        self._fraction = 0.0  # growth in bytes not yet added (the window is whole bytes)
 
-    def _reduce(self, now: float) -> None:
-        mss = self._mss
-        window = self.congestion_window / mss
-        if window < self._w_max:  # fast convergence (RFC 9438 4.7): yield to newcomers
-            self._w_max = window * (1 + self.beta) / 2
-        else:
-            self._w_max = window
-        super()._reduce(now)
-        self._k = math.cbrt(self._w_max * (1 - self.beta) / self.c)
-        self._epoch_start = now
-        self._w_est = self.congestion_window / mss
+    @property
+    def k(self) -> float:
+        """Seconds from the stage's start until W_cubic is back at W_max."""
+        return self._k
+
+    @property
+    def w_max(self) -> float:
+        return self._w_max
 
     def w_cubic(self, t: float) -> float:
-        """The window (in datagrams) t seconds into the current epoch."""
+        """The window (in datagrams) t seconds into the current stage."""
         return self.c * (t - self._k) ** 3 + self._w_max
+
+    def _reduce(self, now: float) -> None:
+        window = self.congestion_window / self._mss
+        # (Fast convergence compares with the W_max of the previous reduction.)
+        self._w_max = window * (1 + self.beta) / 2 if window < self._w_max else window
+        self._cwnd_prior = window
+        super()._reduce(now)
+        epoch_window = self.congestion_window / self._mss
+        self._k = math.cbrt(max(self._w_max - epoch_window, 0.0) / self.c)
+        self._w_est = epoch_window
+        # The stage starts when recovery ends: at the first acknowledgement that may grow
+        # the window (of a packet sent after this reduction), as Linux does.
+        self._epoch_start = None
+        self._fraction = 0.0
+
+    def on_persistent_congestion(self) -> None:
+        super().on_persistent_congestion()
+        # RFC 9438 4.8: the next stage starts afresh, K = 0 and W_max the window then.
+        self._epoch_start = None
+        self._w_max = self._k = self._w_est = self._cwnd_prior = 0.0
 
     def _avoid(self, acked_bytes: int, now: float, rtt: float) -> None:
         mss = self._mss
-        if self._epoch_start is None:  # congestion avoidance without a loss yet
-            self._epoch_start = now
-            self._w_max = self.congestion_window / mss
-            self._k = 0.0
-            self._w_est = self._w_max
         window = self.congestion_window / mss
+        if self._epoch_start is None:
+            self._epoch_start = now
+            if self._w_max == 0.0:  # no loss behind this stage (after a timeout, 4.8)
+                self._w_max = self._w_est = window
+                self._k = 0.0
+        acked = acked_bytes / mss
+        # Reno's additive increase with CUBIC's beta (4.3), at Reno's own rate once past
+        # the window before the reduction.
+        alpha = 1.0 if self._w_est >= self._cwnd_prior else 3 * (1 - self.beta) / (1 + self.beta)
+        self._w_est += alpha * acked / window
         t = now - self._epoch_start
-        alpha = 3 * (1 - self.beta) / (1 + self.beta)
-        self._w_est += alpha * (acked_bytes / mss) / window
-        cubic = self.w_cubic(t)
-        if cubic < self._w_est:
-            self.congestion_window = max(self.congestion_window, int(self._w_est * mss))
-            return
-        target = min(max(self.w_cubic(t + rtt), window), 1.5 * window)
-        growth = (target - window) / window * (acked_bytes / mss)
-        self.congestion_window += int(growth * mss)
+        if self.w_cubic(t) < self._w_est:
+            target = self._w_est
+            growth = (target - window) * mss  # (may be negative: then no change)
+        else:
+            # Concave and convex regions (4.4, 4.5): toward W_cubic one RTT ahead, between
+            # no growth and half a window more per round trip.
+            target = min(max(self.w_cubic(t + rtt), window), 1.5 * window)
+            growth = (target - window) / window * acked * mss
+        if growth > 0:
+            self._fraction += growth
+            whole = int(self._fraction)
+            self.congestion_window += whole
+            self._fraction -= whole
 
 
-def make_congestion(
-    kind: CongestionKind, *, max_datagram_size: int, initial_window: int, minimum_window: int
-) -> CongestionController:
-    cls = Cubic if kind is CongestionKind.CUBIC else CongestionController
+def make_congestion(kind: CongestionKind, config: WindowSizes) -> CongestionController:
+    cls: type[CongestionController] = Cubic if kind is CongestionKind.CUBIC else NewReno
+    mss = config.max_datagram_size
     return cls(
-        max_datagram_size=max_datagram_size,
-        initial_window=initial_window,
-        minimum_window=minimum_window,
+        max_datagram_size=mss,
+        initial_window=config.initial_window_packets * mss,
+        minimum_window=config.minimum_window_packets * mss,
     )
 
 
 class Pacer:
-    """A token bucket filled at 1.25 x window / smoothed RTT. Sending may run ahead of it
-    by ``granularity`` seconds' worth (an event loop cannot wake every few microseconds:
-    bursts of about a millisecond are what a kernel pacer allows too)."""
+    """A token bucket filled at 1.25 x window / smoothed RTT (RFC 9002 7.7). Sending may
+    run ahead of it by a burst (a quarter window, at least ten datagrams: what a kernel
+    pacer allows too), and by ``granularity``: an event loop cannot wake every few
+    microseconds."""
 
     __slots__ = ("_budget", "_capacity", "_granularity", "_last", "_mss", "rate")
 
@@ -157,7 +231,6 @@ class Pacer:
 
     def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
         self.rate = 1.25 * congestion_window / max(smoothed_rtt, 1e-6)
-        # A burst of up to a quarter window (at least ten datagrams) may go back to back.
         self._capacity = max(10 * self._mss, congestion_window / 4)
 
     def _refill(self, now: float) -> None:
@@ -166,6 +239,7 @@ class Pacer:
             self._last = now
 
     def send_time(self, now: float) -> float:
+        """The earliest time a full-size packet may go (``now`` if it may go now)."""
         self._refill(now)
         deficit = self._mss - self._budget
         if deficit <= 0:

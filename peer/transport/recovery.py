@@ -3,8 +3,12 @@
 Every packet sent is recorded with an opaque ``token`` (what it carried, for the
 connection); acknowledgements and timers hand the tokens back as acknowledged or lost.
 Packets are kept in a dict in packet-number order, so both an ACK (pop the numbers in its
-ranges) and loss detection (scan from the oldest, stop at the first that is not lost) cost
-in proportion to what changed, not to what is in flight.
+ranges, clamped to what is in flight) and loss detection (scan from the oldest, stop at
+the first that is not lost) cost in proportion to what changed, not to what is in flight.
+
+Because loss detection only ever removes a prefix of that dict, a packet number missing
+between two packets declared lost was acknowledged: that is how persistent congestion
+(RFC 9002 7.6: no acknowledgement between two losses far apart) is told in O(lost).
 """
 
 from __future__ import annotations
@@ -33,31 +37,47 @@ class RecoveryConfig:
     persistent_congestion_threshold: int = 3
     congestion: CongestionKind = CongestionKind.CUBIC
     pacing: bool = True
-    probes: int = 2  # packets sent when a probe timeout fires
+    probes: int = 2  # packets sent when a probe timeout fires (RFC 9002 6.2.4: 1 or 2)
     # Random loss is not congestion (wireless, a lossy relay hop): a loss reduces the
     # window only when the round trip shows a queue (the latest RTT above the minimum by
     # a quarter, and at least queue_delay), or when more than loss_tolerance of a round
-    # trip's packets were lost. 0 and 0 make every loss count, as in RFC 9002.
+    # trip's packets were lost. loss_tolerance=0 makes every loss count, as in RFC 9002.
     loss_tolerance: float = 0.1
     queue_delay: float = 0.004
 
     def __post_init__(self) -> None:
-        if self.max_datagram_size < 200:
-            raise LocalProtocolError("max_datagram_size must be at least 200")
-        for name in ("initial_rtt", "time_threshold", "granularity"):
-            if not getattr(self, name) > 0:
-                raise LocalProtocolError(f"{name} must be positive")
-        if not self.max_ack_delay >= 0:
-            raise LocalProtocolError("max_ack_delay must be >= 0")
+        if not isinstance(self.congestion, CongestionKind):
+            raise LocalProtocolError(
+                f"congestion must be a CongestionKind, not {self.congestion!r}"
+            )
         for name in (
+            "max_datagram_size",
             "packet_threshold",
             "initial_window_packets",
             "minimum_window_packets",
             "persistent_congestion_threshold",
             "probes",
         ):
-            if getattr(self, name) < 1:
-                raise LocalProtocolError(f"{name} must be at least 1")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LocalProtocolError(f"{name} must be a positive integer, not {value!r}")
+        if self.max_datagram_size < 200:
+            raise LocalProtocolError("max_datagram_size must be at least 200")
+        if self.minimum_window_packets > self.initial_window_packets:
+            raise LocalProtocolError("minimum_window_packets must be <= initial_window_packets")
+        if self.probes > 2:
+            raise LocalProtocolError("probes must be 1 or 2 (RFC 9002 6.2.4)")
+        for name in ("initial_rtt", "granularity"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise LocalProtocolError(f"{name} must be a positive number of seconds")
+        if not 0 <= self.max_ack_delay < math.inf:
+            raise LocalProtocolError("max_ack_delay must be >= 0 seconds")
+        if not 1 <= self.time_threshold < math.inf:
+            raise LocalProtocolError("time_threshold must be at least 1 (round trips)")
+        if not 0 <= self.loss_tolerance < 1:
+            raise LocalProtocolError("loss_tolerance must be in [0, 1)")
+        if not 0 <= self.queue_delay < math.inf:
+            raise LocalProtocolError("queue_delay must be >= 0 seconds")
 
 
 class RttEstimator:
@@ -65,7 +85,7 @@ class RttEstimator:
 
     __slots__ = ("adjusted_rtt", "has_sample", "latest_rtt", "min_rtt", "rttvar", "smoothed_rtt")
 
-    def __init__(self, initial_rtt: float) -> None:
+    def __init__(self, initial_rtt: float = 0.1) -> None:
         self.has_sample = False
         self.latest_rtt = 0.0
         self.adjusted_rtt = 0.0  # the latest less the peer's acknowledgement delay
@@ -75,13 +95,14 @@ class RttEstimator:
 
     def update(self, latest_rtt: float, ack_delay: float, max_ack_delay: float) -> None:
         self.latest_rtt = self.adjusted_rtt = latest_rtt
-        if not self.has_sample:
+        if not self.has_sample:  # (the first sample ignores the peer's delay: 5.3)
             self.has_sample = True
             self.min_rtt = self.smoothed_rtt = latest_rtt
             self.rttvar = latest_rtt / 2
             return
         self.min_rtt = min(self.min_rtt, latest_rtt)
-        ack_delay = min(ack_delay, max_ack_delay)
+        # The peer may not claim more delay than it promised; min_rtt never includes any.
+        ack_delay = min(max(ack_delay, 0.0), max_ack_delay)
         adjusted = latest_rtt
         if latest_rtt >= self.min_rtt + ack_delay:
             adjusted = latest_rtt - ack_delay
@@ -115,29 +136,34 @@ class _Sent:
 class Recovery:
     def __init__(self, config: RecoveryConfig | None = None) -> None:
         self.config = config = config or RecoveryConfig()
-        mss = config.max_datagram_size
         self.rtt = RttEstimator(config.initial_rtt)
-        self._cc = make_congestion(
-            config.congestion,
-            max_datagram_size=mss,
-            initial_window=config.initial_window_packets * mss,
-            minimum_window=config.minimum_window_packets * mss,
+        self._cc = make_congestion(config.congestion, config)
+        self._pacer = Pacer(
+            max_datagram_size=config.max_datagram_size, granularity=config.granularity
         )
-        self._pacer = Pacer(max_datagram_size=mss, granularity=config.granularity)
         self._sent: dict[int, _Sent] = {}
         self.bytes_in_flight = 0
         self._eliciting_in_flight = 0
+        self.largest_sent = -1
         self.largest_acked = -1
         self._loss_time: float | None = None
         self._last_eliciting_time = 0.0
         self.pto_count = 0
         self._first_sample_at: float | None = None  # (persistent congestion needs one)
+        self._reset_loss_counts()
+        self._update_pacer()
+
+    def _reset_loss_counts(self) -> None:
         # Packets sent and lost in the current round trip (for the loss-rate signal).
         self._round_end = 0
         self._round_sent = 0
         self._previous_round_sent = 0  # (what is lost now was mostly sent then)
         self._round_lost = 0
-        self._update_pacer()
+        # The current run of consecutive packet numbers declared lost (persistent
+        # congestion): the send time of its first ack-eliciting packet sent after the
+        # first RTT sample, and the number that would continue it.
+        self._run_start: float | None = None
+        self._run_next = -1
 
     @property
     def congestion_window(self) -> int:
@@ -167,9 +193,15 @@ class Recovery:
         in_flight: bool,
         token: object,
     ) -> None:
+        if number <= self.largest_sent:
+            raise LocalProtocolError(f"packet number {number} not above {self.largest_sent}")
+        self.largest_sent = number
         limited = False
         if in_flight:
             self.bytes_in_flight += size
+            # Window-limited (Linux's tcp_is_cwnd_limited, simplified): at least half the
+            # window in flight, this packet included. Only such packets' acknowledgements
+            # grow the window: an application sending little never proved a larger one.
             limited = 2 * self.bytes_in_flight >= self._cc.congestion_window
             self._pacer.on_packet_sent(size, now)
         if ack_eliciting:
@@ -183,42 +215,50 @@ class Recovery:
     def on_ack_received(
         self, ranges: Sequence[tuple[int, int]], ack_delay: float, now: float
     ) -> tuple[list[object], list[object]]:
+        """``ranges``: inclusive (low, high), largest first. (tokens acked, tokens lost)."""
         sent = self._sent
-        if not sent:
+        if not sent or not ranges:
             return [], []
-        oldest = next(iter(sent))
+        oldest, newest = next(iter(sent)), self.largest_sent
         acked: list[_Sent] = []
         pop = sent.pop
         for low, high in reversed(ranges):  # ascending, so that tokens come in order
             if high < oldest:
                 continue
-            for number in range(max(low, oldest), high + 1):
+            if low > newest:
+                break  # (numbers never sent: ignored, as duplicates are)
+            for number in range(max(low, oldest), min(high, newest) + 1):
                 packet = pop(number, None)
                 if packet is not None:
                     acked.append(packet)
         if not acked:
             return [], []
-        largest = ranges[0][1]
-        newest = acked[-1]
+        largest = min(ranges[0][1], newest)
         if largest > self.largest_acked:
             self.largest_acked = largest
             if largest >= self._round_end:  # a round trip is over: count afresh
-                self._round_end = next(reversed(sent), largest) + 1
+                self._round_end = newest + 1
                 self._previous_round_sent = self._round_sent
                 self._round_sent = self._round_lost = 0
-        if newest.number == largest and any(p.eliciting for p in acked):
-            self.rtt.update(now - newest.time, ack_delay, self.config.max_ack_delay)
-            if self._first_sample_at is None:
-                self._first_sample_at = now
         cc = self._cc
-        growth = 0
+        recovery_start = cc.recovery_start
+        growth = freed = eliciting = 0
         for packet in acked:
             if packet.in_flight:
-                self.bytes_in_flight -= packet.size
-                if packet.limited and not cc.in_recovery(packet.time):
+                freed += packet.size
+                if packet.limited and packet.time > recovery_start:
                     growth += packet.size
             if packet.eliciting:
-                self._eliciting_in_flight -= 1
+                eliciting += 1
+        self.bytes_in_flight -= freed
+        self._eliciting_in_flight -= eliciting
+        # An RTT sample (5.1): the largest acknowledged is new, and something acked was
+        # ack-eliciting (else the peer may have held the ACK back as long as it liked).
+        last = acked[-1]
+        if last.number == largest and eliciting:
+            self.rtt.update(now - last.time, ack_delay, self.config.max_ack_delay)
+            if self._first_sample_at is None:
+                self._first_sample_at = now
         if growth:
             cc.on_packets_acked(growth, now, self.rtt.smoothed_rtt)
         self.pto_count = 0
@@ -247,23 +287,39 @@ class Recovery:
                 break  # the later ones were sent later and are closer to the largest
         if not lost:
             return []
+        self._on_lost(lost, now)
+        return [p.token for p in lost]
+
+    def _on_lost(self, lost: list[_Sent], now: float) -> None:
         sent = self._sent
         newest_lost_time = -math.inf
-        first_lost_time = math.inf
+        persistent = False
+        first_sample_at = self._first_sample_at
+        duration = self._persistent_duration()
+        run_start, run_next = self._run_start, self._run_next
         for packet in lost:
-            del sent[packet.number]
+            number = packet.number
+            del sent[number]
+            if number != run_next:  # a gap: that packet was acknowledged
+                run_start = None
+            run_next = number + 1
             if packet.in_flight:
                 self.bytes_in_flight -= packet.size
+                newest_lost_time = packet.time
             if packet.eliciting:
                 self._eliciting_in_flight -= 1
-                newest_lost_time = max(newest_lost_time, packet.time)
-                first_lost_time = min(first_lost_time, packet.time)
+                if first_sample_at is not None and packet.time >= first_sample_at:
+                    if run_start is None:
+                        run_start = packet.time
+                    elif packet.time - run_start > duration:
+                        persistent = True
+        self._run_start, self._run_next = run_start, run_next
         self._round_lost += len(lost)
         if newest_lost_time > -math.inf and self._congested():
             self._cc.on_congestion_event(newest_lost_time, now)
-            if self._persistent(first_lost_time, newest_lost_time):
-                self._cc.on_persistent_congestion()
-        return [p.token for p in lost]
+        if persistent:
+            self._cc.on_persistent_congestion()
+            self._run_start = None  # (collapsed once for this run)
 
     def _congested(self) -> bool:
         """Do the losses just seen mean a full queue, rather than a lossy link?"""
@@ -276,38 +332,37 @@ class Recovery:
         sent = max(self._round_sent + self._previous_round_sent, 1)
         return self._round_lost > config.loss_tolerance * sent
 
-    def _persistent(self, first: float, last: float) -> bool:
-        """RFC 9002 7.6, simplified to one batch: the losses span longer than the
-        persistent-congestion duration, all sent after the first RTT sample."""
-        if self._first_sample_at is None or first < self._first_sample_at:
-            return False
-        rtt, config = self.rtt, self.config
-        duration = (
-            rtt.smoothed_rtt + max(4 * rtt.rttvar, config.granularity) + config.max_ack_delay
-        ) * config.persistent_congestion_threshold
-        return last - first > duration
+    def _persistent_duration(self) -> float:
+        """RFC 9002 7.6.1: losses spanning longer than this, none acknowledged between."""
+        return self._pto_base() * self.config.persistent_congestion_threshold
 
     # ------------------------------------------------------------------ timers
 
-    def _pto(self) -> float:
+    def _pto_base(self) -> float:
         rtt, config = self.rtt, self.config
-        base = rtt.smoothed_rtt + max(4 * rtt.rttvar, config.granularity) + config.max_ack_delay
-        return base * (1 << min(self.pto_count, 16))
+        return rtt.smoothed_rtt + max(4 * rtt.rttvar, config.granularity) + config.max_ack_delay
+
+    def pto_deadline(self) -> float | None:
+        """When the probe timeout fires (6.2.1), doubling with each unanswered one."""
+        if not self._eliciting_in_flight:
+            return None
+        return self._last_eliciting_time + self._pto_base() * (1 << min(self.pto_count, 16))
 
     def get_timer(self) -> float | None:
         if self._loss_time is not None:
             return self._loss_time
-        if not self._eliciting_in_flight:
-            return None
-        return self._last_eliciting_time + self._pto()
+        return self.pto_deadline()
 
     def on_timer(self, now: float) -> tuple[list[object], int]:
-        """(tokens now lost, probe packets to send now)."""
-        if self._loss_time is not None and self._loss_time <= now:
+        """(tokens now lost, probe packets to send now). Early calls change nothing."""
+        if self._loss_time is not None:
+            if self._loss_time > now:
+                return [], 0
             lost = self._detect_lost(now)
             self._update_pacer()
             return lost, 0
-        if self._eliciting_in_flight and self._last_eliciting_time + self._pto() <= now:
+        deadline = self.pto_deadline()
+        if deadline is not None and deadline <= now:
             self.pto_count += 1
             return [], self.config.probes
         return [], 0
@@ -315,10 +370,7 @@ class Recovery:
     def on_path_changed(self, now: float) -> list[object]:
         """A new path (RFC 9000 9.4): start over, and call everything in flight lost."""
         tokens = [p.token for p in self._sent.values()]
-        self._sent.clear()
-        self.bytes_in_flight = self._eliciting_in_flight = 0
-        self._loss_time = None
-        self.pto_count = 0
+        self.discard()
         self.rtt = RttEstimator(self.config.initial_rtt)
         self._first_sample_at = None
         self._cc.reset()
@@ -327,9 +379,12 @@ class Recovery:
         return tokens
 
     def discard(self) -> None:
+        """Forget every packet (the connection closed): no timer from here on."""
         self._sent.clear()
         self.bytes_in_flight = self._eliciting_in_flight = 0
         self._loss_time = None
+        self.pto_count = 0
+        self._reset_loss_counts()
 
     def _update_pacer(self) -> None:
         self._pacer.update_rate(self._cc.congestion_window, self.rtt.smoothed_rtt)
