@@ -4,9 +4,10 @@ in-memory   our transport pair (with the Noise channel's ChaCha20-Poly1305 seali
             packet) and an aioquic client/server pair (TLS 1.3, AES-128-GCM), both ends
             on one core, datagrams handed across in memory: the same bytes over one
             stream, CPU-seconds per GB and MB per CPU-second, side by side.
-link        our transport pair over a simulated bottleneck in virtual time (default
-            100 Mbit/s, 50 ms RTT, a queue of one bandwidth-delay product) with 0, 1 and
-            5 % random loss: goodput against the link rate.
+link        our transport pair in netsim, in virtual time, through its bottleneck link
+            (netsim.link.BottleneckLink; default 100 Mbit/s, 50 ms RTT, a drop-tail queue
+            of one bandwidth-delay product) with 0, 1 and 5 % random loss each way:
+            goodput against the link rate; then two flows sharing it, and their ratio.
 
 python bench/bulk.py                       # both, 200 MB in memory
 python bench/bulk.py in-memory --mb 1000
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import heapq
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -28,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from peer.channel import Channel
 from peer.noise import TransportKeys
-from peer.transport.config import TransportConfig
 from peer.transport.connection import TransportConnection
+from tests.peer.transport.netsim_flows import bottleneck_world
 
 CHUNK = 1024 * 1024
+STEADY_RTTS = 20  # goodput "after slow start" counts from this many round trips on
 
 
 _shown: dict[str, int] = {}
@@ -176,67 +176,52 @@ def in_memory(megabytes: int) -> None:
         print(f"  ours / aioquic: {theirs / rows[0][1]:.2f}x per CPU-second")
 
 
-def over_link(megabytes: int, rate_mbit: float, rtt_ms: float, loss: float, seed: int) -> float:
-    """Goodput (bytes/s of virtual time) over a drop-tail bottleneck of one BDP."""
-    total = megabytes * 1024 * 1024
-    rate = rate_mbit * 1e6 / 8
-    delay = rtt_ms / 2000
-    queue_limit = max(rate * rtt_ms / 1000, 64 * 1024)
-    rng = random.Random(seed)
-    config = TransportConfig()
-    a = TransportConnection(config=config, initiator=True, now=0.0)
-    b = TransportConnection(config=config, initiator=False, now=0.0)
-    stream = a.open_stream()
-    chunk = bytes(CHUNK)
-    written = received = 0
-    now = 0.0
-    wire: list[tuple[float, int, int, bytes]] = []
-    free_at = [0.0, 0.0]
-    seq = 0
-    while received < total:
-        while written < total and a.writable(stream):
-            a.write(stream, chunk)
-            written += len(chunk)
-        for index, conn in enumerate((a, b)):
-            for packet in conn.packets_to_send(now):
-                start = max(now, free_at[index])
-                backlog = (start - now) * rate
-                if backlog + len(packet) > queue_limit or rng.random() < loss:
-                    continue  # drop-tail, or random loss
-                free_at[index] = start + (len(packet) + 25) / rate
-                seq += 1
-                heapq.heappush(wire, (free_at[index] + delay, seq, index, packet))
-            while conn.next_event():
-                pass
-        timers = [t for t in (a.get_timer(), b.get_timer()) if t is not None]
-        if wire:
-            timers.append(wire[0][0])
-        now = max(now, min(timers))
-        while wire and wire[0][0] <= now:
-            _, _, index, packet = heapq.heappop(wire)
-            (b if index == 0 else a).receive_packet(packet, now)
-        if stream in b._recv:
-            while b.readable(stream):
-                received += len(b.read(stream))
-        for conn in (a, b):
-            at = conn.get_timer()
-            if at is not None and at <= now:
-                conn.handle_timer(now)
-        _progress(f"{loss:.0%} loss", received, total)
+def over_link(
+    megabytes: int, rate_mbit: float, rtt_ms: float, loss: float, *, flows: int = 1, seed: int = 7
+) -> tuple[list[float], list[float]]:
+    """Each flow's goodput (bits per second of virtual time) through netsim's bottleneck,
+    over the time every flow is active and over the part of it after slow start: (whole,
+    after). ``loss`` in percent, each way."""
+    rtt = rtt_ms / 1000
+    world = bottleneck_world(
+        sizes=[megabytes * 1024 * 1024] * flows, rate_mbit=rate_mbit, rtt=rtt, loss=loss, seed=seed
+    )
+    label = f"{loss:g}% loss" if flows == 1 else f"{flows} flows"
+    world.run(3600.0, progress=lambda done, total: _progress(label, done, total))
     print(file=sys.stderr)
-    return total / now
+    ends = [receiver.finished for receiver in world.receivers]
+    if None in ends:
+        raise SystemExit(f"{label}: not done after an hour of virtual time")
+    end = min(t for t in ends if t is not None)
+    after = min(STEADY_RTTS * rtt, end / 2)  # slow start and its overshoot are over
+    return (
+        [receiver.goodput(0.0, end) * 8 for receiver in world.receivers],
+        [receiver.goodput(after, end) * 8 for receiver in world.receivers],
+    )
 
 
 def link(megabytes: int, rate_mbit: float, rtt_ms: float) -> None:
+    rate = rate_mbit * 1e6
+    bdp_kb = rate / 8 * rtt_ms / 1000 / 1000
     print(
-        f"simulated link {rate_mbit:g} Mbit/s, {rtt_ms:g} ms RTT, queue of one BDP, {megabytes} MB:"
+        f"netsim bottleneck {rate_mbit:g} Mbit/s, {rtt_ms:g} ms RTT, drop-tail queue of one BDP"
+        f" ({bdp_kb:.0f} kB), CUBIC, {megabytes} MB per flow; goodput (payload), whole transfer"
+        f" and after slow start ({STEADY_RTTS} RTTs on):"
     )
-    for loss in (0.0, 0.01, 0.05):
-        goodput = over_link(megabytes, rate_mbit, rtt_ms, loss, seed=7)
-        share = goodput * 8 / (rate_mbit * 1e6)
+    for loss in (0.0, 1.0, 5.0):
+        (whole,), (after,) = over_link(megabytes, rate_mbit, rtt_ms, loss)
         print(
-            f"  {loss:4.0%} loss: {goodput * 8 / 1e6:7.1f} Mbit/s goodput, {share:5.1%} of the link"
+            f"  {loss:3g}% loss: {whole / 1e6:6.1f} Mbit/s, {whole / rate:6.1%} of the link;"
+            f" after slow start {after / 1e6:6.1f} Mbit/s, {after / rate:6.1%}"
         )
+    wholes, afters = over_link(megabytes, rate_mbit, rtt_ms, 0.0, flows=2)
+    print(
+        f"  two flows sharing the link (while both run): {wholes[0] / 1e6:.1f} and"
+        f" {wholes[1] / 1e6:.1f} Mbit/s, ratio {min(wholes) / max(wholes):.2f},"
+        f" {sum(wholes) / rate:.1%} of the link together;"
+        f" after slow start {afters[0] / 1e6:.1f} and {afters[1] / 1e6:.1f},"
+        f" ratio {min(afters) / max(afters):.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ def plan_tests(
     skipped: dict[str, str] = {}
     if not has_alternate:
         skipped["filtering"] = NO_ALTERNATE
-        if not has_second_server:
+        if not has_second_server and behind_nat:  # (without a NAT nothing is mapped)
             skipped["mapping"] = NO_ALTERNATE + "; pass a second server to test mapping"
     if not hairpin:
         skipped["hairpin"] = "not asked for"

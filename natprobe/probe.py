@@ -20,6 +20,7 @@ from typing import Any
 from iokit.stun_endpoint import StunEndpoint, open_endpoint
 from natprobe import lifetime
 from natprobe.plan import plan_tests
+from natprobe.reach import tcp_failure
 from natprobe.report import (
     Behaviour,
     NatReport,
@@ -27,7 +28,7 @@ from natprobe.report import (
     classic_type,
     filtering_behaviour,
     mapping_behaviour,
-    mapping_independence,
+    mapping_verdict,
 )
 from stunproto import AttrType, ChangeRequest, MessageClass, Method, StunMessage
 from stunproto.attributes import Address
@@ -46,6 +47,9 @@ class ProbeConfig:
     max_rto: float = 0.5
     answered_sends: int = 9  # sends for tests that normally get an answer
     silent_sends: int = 12  # sends before no answer counts (at 30% loss each way: p=3e-4)
+    # No UDP answer at all: does the server take a TCP connection on its port (STUN and our
+    # rendezvous serve both)? Yes: UDP is blocked; no: no server answers there.
+    tcp_timeout: float = 3.0
 
 
 def binding_request(*attributes: tuple[int, object]) -> StunMessage:
@@ -265,7 +269,17 @@ async def probe(
         first = await prober.ask(main, binding_request(), server, silent=False)
         mapped = None if first is None else mapped_address(first.response)
         if first is None or mapped is None:
-            reason = "no answer from the server" if first is None else "no mapped address"
+            reason, unreachable = "no mapped address", None
+            nat_type = NatType.UNKNOWN
+            if first is None:  # blocked UDP, or no server there at all? TCP tells
+                silence = f"UDP: nothing within {loop.time() - started:.1f} s"
+                tcp = await tcp_failure(server, config.tcp_timeout)
+                if tcp is None:
+                    nat_type = NatType.UDP_BLOCKED
+                    reason = f"no answer from the server ({silence}; TCP: it connects)"
+                else:
+                    unreachable = f"{silence}; TCP: {tcp}"
+                    reason = f"no answer from the server ({unreachable})"
             return NatReport(
                 server=server,
                 local_address=local_address,
@@ -275,9 +289,10 @@ async def probe(
                 filtering=None,
                 hairpin=None,
                 binding_lifetime=None,
-                nat_type=NatType.UDP_BLOCKED if first is None else NatType.UNKNOWN,
+                nat_type=nat_type,
                 skipped={"all": reason},
                 duration_ms=round((loop.time() - started) * 1000, 1),
+                server_unreachable=unreachable,
             )
         rtt = first.rtt if first.sends == 1 else await prober.measure_rtt(main)
         if rtt is not None:
@@ -337,7 +352,7 @@ async def _run_tests(
     filtering, mapping, independent, hairpin, lifetime_result = await asyncio.gather(
         filtering_task, mapping_task, independent_task, hairpin_task, lifetime_task
     )
-    mapping_independent = mapping_independence(mapping, independent, behind_nat=behind_nat)
+    mapping, mapping_independent = mapping_verdict(mapping, independent, behind_nat=behind_nat)
     binding_lifetime, lower_bound = (
         lifetime_result if lifetime_result is not None else (None, False)
     )

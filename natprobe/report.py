@@ -100,6 +100,20 @@ def mapping_independence(
     return mapping is Behaviour.ENDPOINT_INDEPENDENT
 
 
+def mapping_verdict(
+    mapping: Behaviour | None, two_servers: bool | None, *, behind_nat: bool
+) -> tuple[Behaviour | None, bool | None]:
+    """The report's ``mapping`` and ``mapping_endpoint_independent``, which always agree:
+    endpoint-independent exactly when independent is True (without a NAT, and when two
+    servers saw one mapping, the mapping is endpoint-independent too); a dependent mapping
+    is not independent; two servers that saw different mappings say "not independent"
+    only, so ``mapping`` stays None beside False."""
+    independent = mapping_independence(mapping, two_servers, behind_nat=behind_nat)
+    if independent:
+        return Behaviour.ENDPOINT_INDEPENDENT, True
+    return mapping, independent
+
+
 def _endpoint(address: Address | None) -> str | None:
     if address is None:
         return None
@@ -124,6 +138,19 @@ class NatReport:
     skipped: dict[str, str] = field(default_factory=dict)
     rtt_ms: float | None = None
     duration_ms: float | None = None
+    # Set when the server answered neither over UDP nor over TCP (then nothing else is
+    # known, and nat_type is unknown): why, as "UDP: ...; TCP: ...". When TCP connects but
+    # UDP gets no answer, this stays None and nat_type is udp-blocked.
+    server_unreachable: str | None = None
+
+    def __post_init__(self) -> None:
+        independent = self.mapping_endpoint_independent
+        if self.mapping is not None and (self.mapping is Behaviour.ENDPOINT_INDEPENDENT) != (
+            independent is True
+        ):
+            raise ValueError(f"mapping {self.mapping} disagrees with independent={independent}")
+        if self.mapping is None and independent is True:
+            raise ValueError("an endpoint-independent mapping must say so in mapping")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +167,7 @@ class NatReport:
             "skipped": dict(self.skipped),
             "rtt_ms": self.rtt_ms,
             "duration_ms": self.duration_ms,
+            "server_unreachable": self.server_unreachable,
         }
 
     def to_table(self) -> str:

@@ -23,6 +23,8 @@ times.
 
 Stats count wire bytes (``size + overhead_bytes``). ``delivered`` is counted when a packet
 is offered: its arrival is certain from then on (the returned time may be in the future).
+``mean_queue_delay`` is the average wait of an admitted packet between its offer and its
+first bit on the wire (what a full queue adds to the round trip).
 """
 
 from __future__ import annotations
@@ -75,6 +77,19 @@ class LinkStats:
     dropped_loss_bytes: int = 0
     max_queue_bytes: int = 0  # the most bytes ever admitted and not yet sent
     busy_time: float = 0.0  # seconds the transmitter is (or is scheduled to be) sending
+    # Queueing delay of the admitted packets: from the offer to the first bit on the wire.
+    queue_delay_total: float = 0.0
+    max_queue_delay: float = 0.0
+
+    @property
+    def admitted_packets(self) -> int:
+        return self.delivered_packets + self.dropped_loss_packets
+
+    @property
+    def mean_queue_delay(self) -> float:
+        """Seconds an admitted packet waited, on average, before being sent (0: none)."""
+        admitted = self.admitted_packets
+        return self.queue_delay_total / admitted if admitted else 0.0
 
 
 class BottleneckLink:
@@ -113,6 +128,9 @@ class BottleneckLink:
         if config.rate_bps is not None:
             start = max(now, self._free_at)
             sent_at = self._free_at = start + config.serialisation(size)
+            waited = start - now
+            stats.queue_delay_total += waited
+            stats.max_queue_delay = max(stats.max_queue_delay, waited)
             self._busy(start, sent_at)
             self._in_queue.append((sent_at, wire))
             self._queued_bytes = queued + wire

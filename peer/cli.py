@@ -1,40 +1,94 @@
 """``peer``: the peer's command line. ``peer chat`` talks to another peer over a punched,
-encrypted path; ``peer nat`` probes the NAT from the peer's own punching socket (the
-mapping that matters for punching)."""
+encrypted path; ``peer send``/``receive`` move files; ``peer nat`` probes the NAT from the
+peer's own punching socket (the mapping that matters for punching).
+
+Every failure is one line on stderr, ``peer: ...``, and a non-zero exit (2 for a bad
+argument or file, 1 for what went wrong on the way). Ctrl-C and SIGTERM cancel the
+command, so the peer closes in order (whoever it is connected to is told at once), then
+it exits 130 or 143 without a word; ``peer receive`` takes either as its normal end and
+exits 0 (peer.transfer_cli).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import math
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from iokit.cli_logging import configure_logging
-from natprobe.cli import resolve
+from natprobe.cli import port_number, resolve_endpoint, server_endpoint
 from natprobe.errors import ArgumentError
 from natprobe.probe import ProbeConfig, probe, route_local_ip
+from natprobe.reach import os_reason
 from natprobe.report import NatReport
 from peer.adapters.peer import PeerConfig
 from peer.adapters.punch_socket import PunchSocket
 from peer.chat import ChatOptions, run_chat
-from peer.identity import IdentityError, load_or_create
-from peer.known_peers import KnownPeers, KnownPeersError
+from peer.errors import PeerError, ServerUnreachable
+from peer.identity import Identity, IdentityError, load_or_create
+from peer.known_peers import KnownPeers, KnownPeersError, name_problem
 from peer.startup import Transport
 from peer.transfer_cli import PeerSettings, ReceiveOptions, SendOptions, run_receive, run_send
 from stunproto.attributes import Address
 
+INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C (SIGTERM: 143, 128 + its number too)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other error peer reports (subcommands use this class too).
+        self.exit(2, f"peer: {message} (see {self.prog} --help)\n")
+
+
+def peer_name(text: str) -> str:
+    """argparse type of a peer name: what the rendezvous accepts and a pin file can hold."""
+    problem = name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _seconds(minimum: float, *, inclusive: bool) -> Callable[[str], float]:
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if math.isnan(value) or not (value >= minimum if inclusive else value > minimum):
+            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound} seconds, not {text}")
+        return value
+
+    seconds.__name__ = "seconds"
+    return seconds
+
+
+POSITIVE_SECONDS = _seconds(0, inclusive=False)
+SECONDS = _seconds(0, inclusive=True)
+PORT_HELP = "local UDP port of the punching socket, 0 to 65535 (default 0: any)"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="peer", description="UDP hole-punching peer.")
+    parser = _Parser(
+        prog="peer",
+        description="UDP hole-punching peer.",
+        epilog="Exit status: 0 done; 1 failed (one line on stderr says why); 2 bad argument "
+        "or file; 130 after Ctrl-C, 143 after SIGTERM (connections closed first, the other "
+        "side told); peer receive exits 0 on either.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     nat = commands.add_parser(
         "nat", help="classify the NAT as seen from the peer's punching socket"
     )
-    nat.add_argument("server", help="rendezvous/STUN server HOST[:PORT]")
-    nat.add_argument("--port", type=int, default=0, help="local UDP port of the punching socket")
+    nat.add_argument("server", type=server_endpoint, help="rendezvous/STUN server HOST[:PORT]")
+    nat.add_argument("--port", type=port_number, default=0, help=PORT_HELP)
     nat.add_argument("--json", action="store_true", help="print one JSON object")
     nat.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
 
@@ -48,9 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
             "are delivered and it exits 0."
         ),
     )
-    chat.add_argument("--server", required=True, help="rendezvous server HOST[:PORT]")
-    chat.add_argument("--name", required=True, help="your peer name (the first key owns it)")
-    chat.add_argument("--to", help="peer to connect to (default: wait for a connection)")
+    chat.add_argument(
+        "--server", required=True, type=server_endpoint, help="rendezvous server HOST[:PORT]"
+    )
+    chat.add_argument(
+        "--name", required=True, type=peer_name, help="your peer name (the first key owns it)"
+    )
+    chat.add_argument(
+        "--to", type=peer_name, help="peer to connect to (default: wait for a connection)"
+    )
     chat.add_argument(
         "--identity",
         type=Path,
@@ -64,15 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="pinned peer keys; a changed key is refused (default %(default)s)",
     )
     chat.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
-    chat.add_argument("--port", type=int, default=0, help="local UDP port of the punching socket")
+    chat.add_argument("--port", type=port_number, default=0, help=PORT_HELP)
     chat.add_argument(
         "--keepalive",
-        type=float,
+        type=SECONDS,
         help="keepalive interval in seconds (default: half the measured binding lifetime, else 15)",
     )
     chat.add_argument(
         "--probe-lifetime",
-        type=float,
+        type=POSITIVE_SECONDS,
         metavar="MAX_SECONDS",
         help="measure the NAT binding lifetime first (up to this long) to pace keepalives",
     )
@@ -87,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "everything, when UDP gets no answer (default %(default)s)",
     )
     chat.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for the connection"
+        "--timeout", type=POSITIVE_SECONDS, default=30.0, help="seconds to wait for the connection"
     )
     chat.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
 
@@ -101,9 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     send.add_argument("files", nargs="+", type=Path, metavar="FILE", help="files to send")
-    send.add_argument("--to", required=True, help="the receiving peer's name")
+    send.add_argument("--to", required=True, type=peer_name, help="the receiving peer's name")
     send.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for the connection"
+        "--timeout", type=POSITIVE_SECONDS, default=30.0, help="seconds to wait for the connection"
     )
     _add_transfer_peer_options(send)
     receive = commands.add_parser(
@@ -118,22 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
     receive.add_argument(
         "--dir", type=Path, default=Path("."), help="where to save (default: current directory)"
     )
-    receive.add_argument("--from", dest="from_peer", help="accept files from this peer only")
+    receive.add_argument(
+        "--from", dest="from_peer", type=peer_name, help="accept files from this peer only"
+    )
     _add_transfer_peer_options(receive)
     return parser
 
 
 def _add_transfer_peer_options(parser: argparse.ArgumentParser) -> None:
     """The login and path options of ``send`` and ``receive`` (as ``chat`` has them)."""
-    parser.add_argument("--server", required=True, help="rendezvous server HOST[:PORT]")
-    parser.add_argument("--name", required=True, help="your peer name (the first key owns it)")
+    parser.add_argument(
+        "--server", required=True, type=server_endpoint, help="rendezvous server HOST[:PORT]"
+    )
+    parser.add_argument(
+        "--name", required=True, type=peer_name, help="your peer name (the first key owns it)"
+    )
     config = default_config_dir()
     parser.add_argument("--identity", type=Path, default=config / "identity.pem")
     parser.add_argument("--known-peers", type=Path, default=config / "known_peers")
     parser.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
-    parser.add_argument("--port", type=int, default=0, help="local UDP port of the punching socket")
-    parser.add_argument("--keepalive", type=float, help="keepalive interval in seconds")
-    parser.add_argument("--probe-lifetime", type=float, metavar="MAX_SECONDS")
+    parser.add_argument("--port", type=port_number, default=0, help=PORT_HELP)
+    parser.add_argument("--keepalive", type=SECONDS, help="keepalive interval in seconds")
+    parser.add_argument("--probe-lifetime", type=POSITIVE_SECONDS, metavar="MAX_SECONDS")
     parser.add_argument("--no-probe", action="store_true", help="skip NAT classification")
     parser.add_argument(
         "--transport",
@@ -148,20 +214,34 @@ def default_config_dir() -> Path:
     return Path(base) / "holepunch"
 
 
-def _chat(args: argparse.Namespace, server: Address) -> int:
+def _load_files(args: argparse.Namespace) -> tuple[Identity, KnownPeers]:
+    """The identity and the pins, or a one-line error naming the option (exit 2)."""
     try:
         identity = load_or_create(args.identity)
-        known = KnownPeers(args.known_peers)
-    except (IdentityError, KnownPeersError, OSError) as exc:
-        print(f"peer: {exc}", file=sys.stderr)
-        return 2
-    config = PeerConfig(
+    except IdentityError as exc:
+        raise _BadFile(f"--identity {exc}") from None
+    try:
+        return identity, KnownPeers(args.known_peers)
+    except KnownPeersError as exc:
+        raise _BadFile(f"--known-peers {exc}") from None
+
+
+class _BadFile(Exception):
+    pass
+
+
+def _peer_config(args: argparse.Namespace) -> PeerConfig:
+    return PeerConfig(
         local_port=args.port,
         probe_nat=not args.no_probe,
         probe_lifetime=args.probe_lifetime,
         keepalive=args.keepalive,
         transport=Transport(args.transport),
     )
+
+
+def _chat(args: argparse.Namespace, server: Address) -> Coroutine[Any, Any, int]:
+    identity, known = _load_files(args)
     options = ChatOptions(
         server=server,
         name=args.name,
@@ -169,70 +249,108 @@ def _chat(args: argparse.Namespace, server: Address) -> int:
         identity=identity,
         known_peers=known,
         json=args.json,
-        peer_config=config,
+        peer_config=_peer_config(args),
         connect_timeout=args.timeout,
     )
-    return asyncio.run(run_chat(options))
+    return run_chat(options)
 
 
-def _transfer(args: argparse.Namespace, server: Address) -> int:
-    try:
-        identity = load_or_create(args.identity)
-        known = KnownPeers(args.known_peers)
-    except (IdentityError, KnownPeersError, OSError) as exc:
-        print(f"peer: {exc}", file=sys.stderr)
-        return 2
-    config = PeerConfig(
-        local_port=args.port,
-        probe_nat=not args.no_probe,
-        probe_lifetime=args.probe_lifetime,
-        keepalive=args.keepalive,
-        transport=Transport(args.transport),
-    )
+def _transfer(args: argparse.Namespace, server: Address) -> Coroutine[Any, Any, int]:
+    identity, known = _load_files(args)
     settings = PeerSettings(
-        server=server, name=args.name, identity=identity, known_peers=known, peer_config=config
+        server=server,
+        name=args.name,
+        identity=identity,
+        known_peers=known,
+        peer_config=_peer_config(args),
     )
-    try:
-        if args.command == "send":
-            files = tuple(args.files)
-            sending = SendOptions(
-                peer=settings, to=args.to, files=files, json=args.json, connect_timeout=args.timeout
-            )
-            return asyncio.run(run_send(sending))
-        receiving = ReceiveOptions(
-            peer=settings, directory=args.dir, from_peer=args.from_peer, json=args.json
+    if args.command == "send":
+        files = tuple(args.files)
+        sending = SendOptions(
+            peer=settings, to=args.to, files=files, json=args.json, connect_timeout=args.timeout
         )
-        return asyncio.run(run_receive(receiving))  # stops on SIGINT/SIGTERM by itself
-    except KeyboardInterrupt:
-        print("peer: interrupted", file=sys.stderr)
-        return 130
+        return run_send(sending)
+    receiving = ReceiveOptions(
+        peer=settings, directory=args.dir, from_peer=args.from_peer, json=args.json
+    )
+    return run_receive(receiving)  # cancelled (SIGINT, SIGTERM): stopped, and exits 0
 
 
-async def _probe_from_punch_socket(server: Address, port: int) -> NatReport:
+async def _nat(args: argparse.Namespace, server: Address) -> int:
     local_ip = route_local_ip(server)
-    punch = await PunchSocket.open((local_ip, port))
+    punch = await PunchSocket.open((local_ip, args.port))
     try:
-        return await probe(server, config=ProbeConfig(local_ip=local_ip), endpoint=punch.stun)
+        config = ProbeConfig(local_ip=local_ip)
+        report: NatReport = await probe(server, config=config, endpoint=punch.stun)
     finally:
         punch.close()
+    if report.server_unreachable is not None:
+        raise ServerUnreachable(server, report.server_unreachable)
+    print(json.dumps(report.to_json()) if args.json else report.to_table())
+    return 0
+
+
+def run_until_signalled(command: Coroutine[Any, Any, int]) -> int:
+    """Run a command to its exit status. SIGINT and SIGTERM cancel it: its ``async with
+    Peer`` closes the connections (telling the other side at once) on the way out, and
+    the status is 130 or 143, with no traceback."""
+    try:
+        return asyncio.run(_cancelled_by_signals(command))
+    except KeyboardInterrupt:  # before the handlers were in place, or after
+        return INTERRUPTED
+
+
+async def _cancelled_by_signals(command: Coroutine[Any, Any, int]) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(command)
+    received: list[int] = []
+
+    def cancel(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for signum in handled:
+        loop.add_signal_handler(signum, cancel, signum)
+    try:
+        # A command that takes being stopped as its normal end (peer receive) returns its
+        # own status; the others end cancelled.
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return 128 + received[0]
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(verbose=args.verbose)
     try:
-        server = resolve(args.server)
-    except ArgumentError as exc:
+        return _run(args)
+    except KeyboardInterrupt:  # (resolving a name, say: before the loop runs)
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        server = resolve_endpoint(*args.server)
+        if args.command == "chat":
+            command = _chat(args, server)
+        elif args.command in ("send", "receive"):
+            command = _transfer(args, server)
+        else:
+            command = _nat(args, server)
+    except (ArgumentError, _BadFile) as exc:
         print(f"peer: {exc}", file=sys.stderr)
         return 2
-    if args.command == "chat":
-        return _chat(args, server)
-    if args.command in ("send", "receive"):
-        return _transfer(args, server)
     try:
-        report = asyncio.run(_probe_from_punch_socket(server, args.port))
-    except OSError as exc:
+        return run_until_signalled(command)
+    except PeerError as exc:  # (chat, send and receive say theirs themselves)
         print(f"peer: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(report.to_json()) if args.json else report.to_table())
-    return 0
+    except OSError as exc:  # the network itself (no route to the server, ...)
+        print(f"peer: {server[0]}:{server[1]}: {os_reason(exc)}", file=sys.stderr)
+        return 1

@@ -21,3 +21,18 @@ class LocalProtocolError(PeerError):
 class RemoteProtocolError(PeerError):
     """The other side (a peer, the rendezvous, the relay) sent something the protocol does
     not allow."""
+
+
+class PeerTimeout(PeerError, TimeoutError):
+    """Something did not happen in time; the message says what, and after how long (it
+    is a TimeoutError too, for callers that catch those)."""
+
+
+class ServerUnreachable(PeerError):
+    """No rendezvous server answers at the address: over the transports tried, nothing
+    came back (``detail``: "UDP: nothing within 10 s; TCP: connection refused")."""
+
+    def __init__(self, server: tuple[str, int], detail: str) -> None:
+        self.server = server
+        self.detail = detail
+        super().__init__(f"no rendezvous server answers at {server[0]}:{server[1]} ({detail})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from natprobe.reach import os_reason
 from peer.errors import PeerError
 
 __all__ = [
@@ -130,6 +132,8 @@ def fingerprint(public_key: bytes) -> str:
 
 
 def _check_private_file(path: Path, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise IdentityError(f"{path} is a directory, not an identity key file")
     if not stat.S_ISREG(st.st_mode):
         raise IdentityError(f"{path}: not a regular file")
     if st.st_mode & 0o077:
@@ -142,10 +146,12 @@ def _check_private_file(path: Path, st: os.stat_result) -> None:
 def _load(path: Path) -> Identity:
     # Open first, then fstat the descriptor we read from: checking the path and reading it
     # separately would let a swap in between slip a loose file past the check.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        _check_private_file(path, os.fstat(f.fileno()))
-        data = f.read(64 * 1024)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # (a FIFO: no wait)
+    try:
+        _check_private_file(path, os.fstat(fd))
+        data = os.read(fd, 64 * 1024)
+    finally:
+        os.close(fd)
     try:
         return Identity.from_pem(data)
     except IdentityError as exc:
@@ -166,7 +172,16 @@ def load_or_create(path: Path, *, urandom: Callable[[int], bytes] = os.urandom) 
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise IdentityError(f"{path}: cannot read identity: {exc}") from None
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW: a symbolic link could point anywhere
+            raise IdentityError(f"{path} is a symbolic link; give the key file itself") from None
+        raise IdentityError(f"{path}: cannot read identity: {os_reason(exc)}") from None
+    try:
+        return _create(path, urandom)
+    except OSError as exc:
+        raise IdentityError(f"{path}: cannot create identity: {os_reason(exc)}") from None
+
+
+def _create(path: Path, urandom: Callable[[int], bytes]) -> Identity:
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     identity = Identity.generate(urandom)

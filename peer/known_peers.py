@@ -22,10 +22,11 @@ import os
 import stat
 from pathlib import Path
 
+from natprobe.reach import os_reason
 from peer.errors import PeerError
 from peer.identity import PUBLIC_KEY_SIZE, fingerprint
 
-__all__ = ["KeyChanged", "KnownPeers", "KnownPeersError", "Verdict"]
+__all__ = ["NAME_RULE", "KeyChanged", "KnownPeers", "KnownPeersError", "Verdict", "name_problem"]
 
 
 class KnownPeersError(PeerError, ValueError):
@@ -53,8 +54,30 @@ class Verdict(enum.Enum):
     CHANGED = "changed"
 
 
-def _valid_name(name: str) -> bool:
-    return bool(name) and not name.startswith("#") and not any(c.isspace() for c in name)
+# The rendezvous refuses longer names (rendezvous.login.MAX_NAME_BYTES); whitespace and
+# control characters would break this file's lines, and "#" starts a comment in it.
+MAX_NAME_BYTES = 64
+NAME_RULE = (
+    f"a peer name is 1 to {MAX_NAME_BYTES} bytes of UTF-8: printable characters, no "
+    "whitespace, not starting with '#'"
+)
+
+
+def name_problem(name: object) -> str | None:
+    """None for a name a peer may log in and be pinned under; else what is wrong with it
+    and the rule ("peer name 'aaaa...' is 100 bytes long; a peer name is 1 to 64 ...")."""
+    if not isinstance(name, str) or not name:
+        return f"no peer name; {NAME_RULE}"
+    shown = repr(name if len(name) <= 24 else name[:20] + "...")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"peer name {shown} is not valid UTF-8; {NAME_RULE}"
+    if size > MAX_NAME_BYTES:
+        return f"peer name {shown} is {size} bytes long; {NAME_RULE}"
+    if name.startswith("#") or any(c.isspace() or not c.isprintable() for c in name):
+        return f"peer name {shown} is not allowed; {NAME_RULE}"
+    return None
 
 
 def _decode_key(text: str) -> bytes | None:
@@ -75,19 +98,11 @@ class KnownPeers:
 
     def _load(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            raw = self._read()
         except FileNotFoundError:
             return
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            # Readable by others is fine (public keys); writable by others is not: whoever
-            # can write the file can pin their own key under any name.
-            if st.st_mode & 0o022:
-                raise KnownPeersError(
-                    f"{self.path}: permissions {stat.S_IMODE(st.st_mode):04o} let others"
-                    f" rewrite the pins; run chmod 600 {self.path}"
-                )
-            raw = f.read()
+        except OSError as exc:  # a directory, no permission, ...: one line, with the path
+            raise KnownPeersError(f"{self.path}: cannot read: {os_reason(exc)}") from None
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -110,6 +125,28 @@ class KnownPeers:
                 # Two pins for one name would make the verdict depend on line order.
                 raise KnownPeersError(f"{self.path}:{lineno}: {name!r} is pinned twice")
             self._pins[name] = key
+
+    def _read(self) -> bytes:
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # (a FIFO must not block us)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise KnownPeersError(f"{self.path} is a directory, not a known-peers file")
+            if not stat.S_ISREG(st.st_mode):
+                raise KnownPeersError(f"{self.path} is not a regular file")
+            # Readable by others is fine (public keys); writable by others is not: whoever
+            # can write the file can pin their own key under any name.
+            if st.st_mode & 0o022:
+                raise KnownPeersError(
+                    f"{self.path}: permissions {stat.S_IMODE(st.st_mode):04o} let others"
+                    f" rewrite the pins; run chmod 600 {self.path}"
+                )
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def __contains__(self, name: object) -> bool:
         return name in self._pins
@@ -143,8 +180,12 @@ class KnownPeers:
 
     def remember(self, name: str, public_key: bytes) -> None:
         """Append a pin (file created 0600, directory 0700). Never overwrites a pin."""
-        if not _valid_name(name):
-            raise KnownPeersError(f"peer name {name!r} must be non-empty without whitespace")
+        if not name or name.startswith("#") or any(c.isspace() for c in name):
+            # (What a line of the file can hold; the rendezvous vouched for the name.)
+            raise KnownPeersError(
+                f"peer name {name!r} cannot be pinned: it must be non-empty, without "
+                "whitespace, not starting with '#'"
+            )
         if len(public_key) != PUBLIC_KEY_SIZE:
             raise KnownPeersError(f"a peer key is {PUBLIC_KEY_SIZE} bytes, not {len(public_key)}")
         pinned = self._pins.get(name)
@@ -152,15 +193,18 @@ class KnownPeers:
             return
         if pinned is not None:
             raise KeyChanged(name, pinned, public_key, self.path)
-        if not self.path.parent.exists():
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         line = f"{name} {base64.b64encode(public_key).decode('ascii')}\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as f:
-            # A file whose last line lacks its newline would swallow our pin into that line.
-            if f.tell() > 0 and not self._ends_with_newline():
-                line = "\n" + line
-            f.write(line)
+        try:
+            if not self.path.parent.exists():
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                # A file whose last line lacks its newline would swallow our pin into it.
+                if f.tell() > 0 and not self._ends_with_newline():
+                    line = "\n" + line
+                f.write(line)
+        except OSError as exc:
+            raise KnownPeersError(f"{self.path}: cannot pin {name!r}: {os_reason(exc)}") from None
         self._pins[name] = public_key
 
     def _ends_with_newline(self) -> bool:

@@ -24,6 +24,7 @@ from peer.events import (
     RvEvent,
     TurnCredentials,
 )
+from peer.known_peers import name_problem
 from peer.relogin import Backoff, BackoffConfig, Reachability
 from peer.rendezvous_requests import (
     ConnectRequest,
@@ -31,6 +32,7 @@ from peer.rendezvous_requests import (
     RefreshRequest,
     RvRequest,
     SignedLoginRequest,
+    no_answer,
 )
 from rvproto.messages import (
     RV_CODECS,
@@ -70,6 +72,10 @@ class RendezvousClientConfig:
         default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=9, rto_max=1.6, final_wait=4)
     )
     relogin: BackoffConfig = field(default_factory=BackoffConfig)  # after a lost registration
+
+    def __post_init__(self) -> None:
+        if (problem := name_problem(self.name)) is not None:
+            raise LocalProtocolError(problem)  # (the server would refuse it less clearly)
 
 
 class RendezvousClient:
@@ -232,9 +238,9 @@ class RendezvousClient:
     def _on_timeout(self, purpose: RvRequest, now: float) -> None:
         match purpose:
             case LoginRequest() | SignedLoginRequest():
-                self._login_failed("no answer from the rendezvous server", None, now)
+                self._login_failed(no_answer(self.config.policy.total_time()), None, now)
             case ConnectRequest(name=name):
-                reason = "no answer from the rendezvous server"
+                reason = no_answer(self.config.policy.total_time())
                 self._events.append(ConnectFailed(name, reason, None))
             case RefreshRequest():
                 self._lose("the rendezvous server stopped answering", now)

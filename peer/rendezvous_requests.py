@@ -1,5 +1,6 @@
 """What each rendezvous transaction in flight is for (peer.rendezvous_client): one frozen
-dataclass per kind of request."""
+dataclass per kind of request; and how a request the server never answered is told (so
+that start-up, peer.startup, can tell silence from a refusal)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,26 @@ class ConnectRequest:
 @dataclass(frozen=True, slots=True)
 class RefreshRequest:
     """Keeps the registration (and tells the server our relayed endpoint)."""
+
+
+NO_ANSWER = "no answer from the rendezvous server"
+
+
+def no_answer(seconds: float) -> str:
+    """The reason a request got no answer: "no answer from the rendezvous server (nothing
+    within 10 s)"."""
+    return f"{NO_ANSWER} ({silence(seconds)})"
+
+
+def silence(seconds: float) -> str:
+    return f"nothing within {seconds:.0f} s" if seconds >= 1 else f"nothing within {seconds:g} s"
+
+
+def silence_in(reason: str) -> str | None:
+    """The "nothing within 10 s" of a reason :func:`no_answer` gave, else None."""
+    if not reason.startswith(NO_ANSWER + " ("):
+        return None
+    return reason.removeprefix(NO_ANSWER + " (").removesuffix(")")
 
 
 RvRequest = LoginRequest | SignedLoginRequest | ConnectRequest | RefreshRequest

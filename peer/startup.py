@@ -13,7 +13,10 @@ from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
 
 from natprobe.report import NatType
+from peer.errors import PeerError, ServerUnreachable
+from peer.rendezvous_requests import silence, silence_in
 from peer.session_config import SessionConfig
+from stunproto.attributes import Address
 
 
 class Transport(StrEnum):
@@ -39,6 +42,9 @@ class PeerConfig:
     # AUTO: UDP, falling back to TCP (and the relay) when UDP gets no answer; or force one.
     transport: Transport = Transport.AUTO
     relay_timeout: float = 5.0  # how long to wait for the relay allocation after login
+    # Connections peers made to us that may wait for ``Peer.accept()``; more are refused
+    # (0: refuse any that no accept() call is waiting for).
+    accept_backlog: int = 16
 
     def __post_init__(self) -> None:
         if not isinstance(self.transport, Transport):
@@ -47,6 +53,11 @@ class PeerConfig:
             raise ValueError("keepalive must be >= 0 (0 turns keepalives off) or None")
         if self.login_timeout <= 0 or self.relay_timeout < 0:
             raise ValueError("login_timeout must be positive and relay_timeout >= 0")
+        if not 0 <= self.local_port <= 65535:
+            raise ValueError(f"local_port must be 0 (any) to 65535, not {self.local_port}")
+        backlog = self.accept_backlog
+        if not isinstance(backlog, int) or isinstance(backlog, bool) or backlog < 0:
+            raise ValueError(f"accept_backlog must be an integer >= 0, not {backlog!r}")
 
 
 def first_transport(choice: Transport, nat_type: NatType) -> Transport:
@@ -135,6 +146,7 @@ class LoginAttempt:
         self.transport = transport
         self.phase = LoginPhase.LOGGING_IN
         self.failure: str | None = None  # why, once FAILED
+        self.silence: str | None = None  # "nothing within 10 s": FAILED for want of answers
         self.relay_missing = False  # READY without the relay allocation it waited for
         self._login_timeout = login_timeout
         self._relay_timeout = relay_timeout
@@ -156,6 +168,7 @@ class LoginAttempt:
 
     def login_failed(self, reason: str) -> None:
         if self.phase is LoginPhase.LOGGING_IN:
+            self.silence = silence_in(reason)
             self._fail(f"login failed: {reason}")
 
     def connection_lost(self) -> None:
@@ -176,6 +189,7 @@ class LoginAttempt:
         if self.settled or now < self._deadline:
             return
         if self.phase is LoginPhase.LOGGING_IN:
+            self.silence = silence(self._login_timeout)
             self._fail(f"login failed: no answer within {self._login_timeout:.0f} s")
         else:
             self.relay_missing = True
@@ -184,3 +198,21 @@ class LoginAttempt:
     def _fail(self, reason: str) -> None:
         self.phase = LoginPhase.FAILED
         self.failure = reason
+
+
+def start_failure(server: Address, last: LoginAttempt | None, error: PeerError) -> PeerError:
+    """What a start that gave up raises, given the last login attempt (None: none began)
+    and the error that ended it: when nothing answered (no TCP connection, logins
+    unanswered), one ServerUnreachable that names every transport tried ("no rendezvous
+    server answers at HOST:PORT (UDP: nothing within 10 s; TCP: connection refused)");
+    any other failure (a refusal, a key conflict) as it was."""
+    silent = last is not None and last.phase is LoginPhase.FAILED and last.silence is not None
+    if not silent:
+        return error
+    assert last is not None and last.silence is not None
+    tried = f"{last.transport.name}: {last.silence}"
+    if isinstance(error, ServerUnreachable):  # the TCP connection, after a silent login
+        return ServerUnreachable(server, f"{tried}; {error.detail}")
+    if str(error) == last.failure:  # this very attempt went unanswered
+        return ServerUnreachable(server, tried)
+    return error

@@ -14,11 +14,9 @@ that exists on the receiver is kept and the new file saved as ``NAME (1)``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
-import signal
 import stat
 import sys
 from collections.abc import Callable, Sequence
@@ -270,35 +268,29 @@ async def send_files(
 async def run_receive(
     options: ReceiveOptions, *, open_peer: OpenPeer = open_peer, stop: asyncio.Event | None = None
 ) -> int:
-    """Receive until ``stop`` is set (by default: until SIGINT or SIGTERM): 0 when stopped,
-    1 when the peer fails, 2 for a directory it cannot write to."""
+    """Receive until ``stop`` is set (without one: until cancelled, which the CLI does on
+    SIGINT and SIGTERM, logging in or not): 0 when stopped, 1 when the peer fails, 2 for
+    a directory it cannot write to."""
     out = _Reporter(options.json, options.progress_bar)
     directory = options.directory
     if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
         reason = f"{directory}: not a writable directory"
         out.failed(reason, reason)
         return 2
-    loop = asyncio.get_running_loop()
-    signals: list[signal.Signals] = []
-    if stop is None:
-        stop = asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, stop.set)
-                signals.append(signum)
     try:
         async with open_peer(options.peer) as me:
             out.online(me)
-            await _Receiver(options, out).serve(me, stop)
-        out.event("stopped", "stopped", reason="stopped")
-        return 0
+            await _Receiver(options, out).serve(me, stop or asyncio.Event())
     except (PeerError, TimeoutError) as exc:
         reason = failure_reason(exc)
         out.failed(reason, reason)
         return 1
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
+    except asyncio.CancelledError:
+        if stop is not None:
+            raise  # (a caller's own cancellation, not the way to stop)
+        # Stopped: the normal end (the peer closed on the way out, files under way with it).
+    out.event("stopped", "stopped", reason="stopped")
+    return 0
 
 
 def _umask() -> int:

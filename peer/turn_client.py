@@ -101,7 +101,7 @@ class TurnClient:
         goes out first, so the server sees it before the data). False without an allocation."""
         if self.state is not TurnState.ALLOCATED:
             return False
-        for request in self._leases.before_send(peer, now):
+        for request in self._leases.before_send(peer, now, bind=self.config.channels):
             self._request(request, now)
         channel = self._leases.channels.get(peer)
         if channel is not None and channel.live(now):

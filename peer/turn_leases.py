@@ -120,12 +120,17 @@ class LeaseTable:
         channel.pending = True
         return ChannelRequest(channel.peer, channel.number)
 
-    def before_send(self, peer: Address, now: float) -> tuple[LeaseRequest, ...]:
+    def before_send(
+        self, peer: Address, now: float, *, bind: bool = False
+    ) -> tuple[LeaseRequest, ...]:
         """Data is about to go to ``peer``: what to request first (so that the server sees
-        it before the data). A lapsed channel is rebound (which reinstalls the permission
-        too), else a missing permission installed; then the use counts (``touch``)."""
+        it before the data). With ``bind``, a peer without a channel gets one (while
+        numbers last); a lapsed channel is rebound (which reinstalls the permission too),
+        else a missing permission installed; then the use counts (``touch``)."""
         first: tuple[LeaseRequest, ...] = ()
         channel = self.channels.get(peer)
+        if channel is None and bind and CHANNEL_MIN + len(self.channels) <= CHANNEL_MAX:
+            channel = self.channel(peer)
         if channel is not None and channel.wants_request(now):
             first = (self.ask_channel(channel),)
         else:

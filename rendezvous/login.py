@@ -59,7 +59,8 @@ class LoginChecker:
         name = message.get(RvAttr.PEER_NAME)
         key = message.get(RvAttr.PUBLIC_KEY)
         if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME_BYTES:
-            return LoginRefusal(ErrorCodes.BAD_REQUEST, "a peer name is required")
+            rule = f"a peer name must be 1 to {MAX_NAME_BYTES} bytes of UTF-8"
+            return LoginRefusal(ErrorCodes.BAD_REQUEST, rule)
         if not isinstance(key, bytes):
             return LoginRefusal(ErrorCodes.BAD_REQUEST, "a public key is required")
         challenge = message.get(RvAttr.CHALLENGE)

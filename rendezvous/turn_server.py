@@ -43,6 +43,9 @@ log = structlog.get_logger()
 RequestHandler = Callable[[StunMessage, FiveTuple, Credentials, float], bytes]
 
 
+SEND_INDICATION_TYPE = b"\x00\x16"  # method Send (0x006), class indication
+
+
 class TurnServer:
     def __init__(
         self,
@@ -160,6 +163,14 @@ class TurnServer:
             return []
         if self._first_channel_byte <= data[0] <= self._last_channel_byte:
             return self._channel_data(data, (source, via), now)
+        if data[:2] == SEND_INDICATION_TYPE and self._table.live((source, via), now) is not None:
+            # Relayed data, like ChannelData: the allocation's bandwidth quota applies, not
+            # the request rate limit (a client whose channel is not bound yet would be cut
+            # to the limit's few hundred datagrams a second).
+            message = StunMessage.parse(data)
+            if message.legacy:
+                return []
+            return self._send_indication(message, (source, via), now)
         if len(data) < 20 or data[0] >= 0x40 or not self.limiter.allow(source[0], now):
             return []
         message = StunMessage.parse(data)

@@ -157,7 +157,7 @@ class Connection:
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until the peer has acknowledged everything sent so far."""
         try:
-            await asyncio.wait_for(self._owner._until_acked(self.peer), timeout)
+            await asyncio.wait_for(self._until_acked(), timeout)
         except TimeoutError:
             raise PeerError(
                 f"{self.peer} did not acknowledge everything within {timeout:g} s"
@@ -202,8 +202,10 @@ class Connection:
             raise PeerError(f"connection to {self.peer} closed: {self.closed}")
         return data
 
-    async def close(self) -> None:
-        self._owner._agent_close(self.peer)
+    async def close(self, reason: str = "") -> None:
+        """Hang up; ``reason`` (optional) is told to the peer (it ends its connection
+        with ``closed by NAME: reason``)."""
+        self._owner._agent_close(self.peer, reason)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -217,6 +219,26 @@ class Connection:
 
     def _pump(self) -> None:
         self._owner._pump_later()
+
+    async def _until_acked(self) -> None:
+        while self.closed is None and self._session.pending:
+            progress = self._owner._progress  # set on every pump
+            progress.clear()
+            await progress.wait()
+        if self.closed is not None:
+            # Closed before everything was acknowledged: say so rather than pretend.
+            raise PeerError(f"the connection closed before {self.peer} acknowledged everything")
+
+    def _answer(self) -> None:
+        """We take the connection the peer made: tell it at once (a ping, acknowledged at
+        once; its ``connect()`` waits for that, peer.adapters.accept_queue)."""
+        self._transport.ping()
+        self._pump()
+
+    def _answered(self) -> bool:
+        """The peer acknowledged everything we sent that asks for it (our first packet,
+        just after the handshake): it has taken the connection."""
+        return self._transport.stalled_since is None
 
     def _deliver(self, data: bytes) -> None:
         self._messages.put_nowait(data)

@@ -24,10 +24,11 @@ import structlog
 from iokit.lifecycle import AsyncLifecycle
 from iokit.loop_timer import LoopTimer
 from iokit.udp_sockets import UdpSockets
-from natprobe.probe import ProbeConfig, probe, route_local_ip
 from natprobe.report import NatType
+from peer.adapters.accept_queue import AcceptQueue, ConnectionRefused, PendingConnects, Screen
 from peer.adapters.connection import Connection
 from peer.adapters.punch_socket import PunchSocket
+from peer.adapters.reach import probe_nat, resolve_server, within
 from peer.adapters.server_tcp import ServerConnection
 from peer.agent import AgentConfig, PeerAgent
 from peer.errors import LocalProtocolError, PeerError
@@ -60,12 +61,13 @@ from peer.startup import (
     fallback_transport,
     first_transport,
     plan_keepalives,
+    start_failure,
 )
 from stunproto.attributes import Address
 
 log = structlog.get_logger()
 
-__all__ = ["Connection", "Peer", "PeerConfig", "PeerError", "Transport"]
+__all__ = ["Connection", "ConnectionRefused", "Peer", "PeerConfig", "PeerError", "Transport"]
 
 
 class Peer(AsyncLifecycle):
@@ -96,8 +98,8 @@ class Peer(AsyncLifecycle):
         self._timer = LoopTimer(self._on_timer)
         self._connections: dict[str, Connection] = {}
         self._pump_soon = False
-        self._accepted: asyncio.Queue[Connection] = asyncio.Queue()
-        self._waiters: dict[str, asyncio.Future[Connection]] = {}
+        self._incoming = AcceptQueue(self.config.accept_backlog)  # until accept() takes them
+        self._pending = PendingConnects()  # ours, until the peer takes them
         self._attempt: LoginAttempt | None = None  # the login under way, or the last one
         self._progress = asyncio.Event()
         # How we reach the rendezvous: UDP, or TCP if UDP is blocked.
@@ -113,28 +115,21 @@ class Peer(AsyncLifecycle):
     # socket, a TCP connection, timers: nothing leaks.
 
     async def start(self) -> None:
-        local_ip = route_local_ip(self.server)
+        self.server, local_ip = await resolve_server(self.server)  # (answers come from it)
         self._punch = await PunchSocket.open(("0.0.0.0", self.config.local_port))
         port = self._punch.local_address[1]
         if self.config.probe_nat:
-            report = await probe(
-                self.server,
-                config=ProbeConfig(
-                    local_ip=local_ip, hairpin=False, lifetime_max=self.config.probe_lifetime
-                ),
-                endpoint=self._punch.stun,
-            )
-            self.nat_type = report.nat_type
-            self.binding_lifetime = report.binding_lifetime
+            report = await probe_nat(self.server, local_ip, self.config, self._punch)
+            self.nat_type, self.binding_lifetime = report.nat_type, report.binding_lifetime
         transport = first_transport(self.config.transport, self.nat_type)
         while True:
             try:
                 await self._log_in(local_ip, port, transport)
                 return
-            except PeerError:
+            except PeerError as exc:
                 fallback = fallback_transport(self.config.transport, transport)
                 if fallback is None:
-                    raise
+                    raise start_failure(self.server, self._attempt, exc) from None
                 log.info(
                     "login_failed_trying_fallback",
                     transport=str(transport),
@@ -224,6 +219,7 @@ class Peer(AsyncLifecycle):
         self.close()
 
     def close(self) -> None:
+        self._incoming.close("the peer is closed")
         if self._agent is not None:
             for name in list(self._agent.sessions):
                 self._agent_close(name)
@@ -237,42 +233,34 @@ class Peer(AsyncLifecycle):
     # ------------------------------------------------------------------ API
 
     async def connect(self, name: str, timeout: float = 30.0) -> Connection:
+        """A connection ``name`` has taken (it answered on the channel); raises
+        ConnectionRefused when it closed it instead (busy, its backlog full)."""
         if self._agent is None:
             raise LocalProtocolError("connect before start: use 'async with Peer(...)'")
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Connection] = loop.create_future()
-        self._waiters[name] = waiter
-        self._agent.connect(name, loop.time())
+        waiter = self._pending.wait(name)
+        self._agent.connect(name, asyncio.get_running_loop().time())
         self._pump()
         try:
-            return await asyncio.wait_for(waiter, timeout)
+            return await within(timeout, waiter, f"cannot connect to {name}")
         finally:
-            self._waiters.pop(name, None)
+            self._pending.forget(name, waiter)
 
     async def accept(self) -> Connection:
-        """The next connection a peer made to us (we were introduced as responder)."""
-        return await self._accepted.get()
+        """The next connection a peer made to us. At most ``config.accept_backlog`` wait
+        for this; more are refused (the caller's ``connect`` raises ConnectionRefused)."""
+        return await self._incoming.get()
+
+    def screen_incoming(self, screen: Screen | None) -> None:
+        """``screen(name)`` decides on each connection a peer makes to us, before it
+        queues: None takes it, a string refuses it with that reason (None: take all)."""
+        self._incoming.screen = screen
 
     # ------------------------------------------------------------------ plumbing
 
-    def _agent_send(self, name: str, data: bytes) -> None:
+    def _agent_close(self, name: str, reason: str = "") -> None:
         assert self._agent is not None
-        self._agent.send(name, data, asyncio.get_running_loop().time())
+        self._agent.close(name, asyncio.get_running_loop().time(), reason)
         self._pump()
-
-    def _agent_close(self, name: str) -> None:
-        assert self._agent is not None
-        self._agent.close(name, asyncio.get_running_loop().time())
-        self._pump()
-
-    async def _until_acked(self, name: str) -> None:
-        assert self._agent is not None
-        while (session := self._agent.sessions.get(name)) is not None and session.pending:
-            self._progress.clear()
-            await self._progress.wait()
-        if session is None and name not in self._connections:
-            # Closed before everything was acknowledged: say so rather than pretend.
-            raise PeerError(f"the connection closed before {name} acknowledged everything")
 
     def _datagram(self, data: bytes, source: Address, via: Via = DIRECT) -> None:
         assert self._agent is not None
@@ -312,6 +300,8 @@ class Peer(AsyncLifecycle):
                 punch.sendto(data, destination)
         while (event := agent.next_event()) is not None:
             self._dispatch(event)
+        for unclaimed in self._pending.confirm(Connection._answered):
+            self._admit(unclaimed)
         self._progress.set()
         self._timer.arm(agent.get_timer())
 
@@ -357,41 +347,40 @@ class Peer(AsyncLifecycle):
             if self._attempt is not None:
                 self._attempt.relay_settled()
         elif isinstance(event, ConnectFailed):
-            self._fail(event.name, f"cannot connect to {event.name}: {event.reason}")
+            reason = f"cannot connect to {event.name}: {event.reason}"
+            self._pending.fail(event.name, PeerError(reason))
         elif isinstance(event, Introduced):
             log.info("introduced", peer=event.introduction.name, role=event.introduction.role.name)
         elif isinstance(event, Connected):
             assert self._agent is not None
-            connection = Connection(self, event, self._agent.sessions[event.peer])
-            self._connections[event.peer] = connection
-            waiter = self._waiters.get(event.peer)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(connection)
-            else:
-                self._accepted.put_nowait(connection)
+            session = self._agent.sessions[event.peer]
+            connection = self._connections[event.peer] = Connection(self, event, session)
+            if not self._pending.connected(connection, initiator=session.transport.initiator):
+                self._admit(connection)
         elif isinstance(event, MessageReceived):
-            receiver = self._connections.get(event.peer)
-            if receiver is not None:
+            if (receiver := self._connections.get(event.peer)) is not None:
                 receiver._deliver(event.data)
         elif isinstance(event, ChannelEvent):
-            channel = self._connections.get(event.peer)
-            if channel is not None:
+            if (channel := self._connections.get(event.peer)) is not None:
                 channel._on_event(event.event)
         elif isinstance(event, PathChanged):
-            moved = self._connections.get(event.peer)
-            if moved is not None:
+            if (moved := self._connections.get(event.peer)) is not None:
                 moved.path, moved.remote = event.path, event.remote
         elif isinstance(event, SessionClosed):
             assert self._agent is not None
-            if event.peer not in self._agent.sessions:
-                # Not when a newer session replaced this one (both sides connecting at once,
-                # or a reconnect): the caller waits for that one.
-                self._fail(event.peer, event.reason)
-            ended = self._connections.pop(event.peer, None)
-            if ended is not None:
+            # Replaced by a newer session (both sides connecting at once, or a reconnect):
+            # the caller waits for that one.
+            replaced = event.peer in self._agent.sessions
+            self._pending.closed(event.peer, event.reason, replaced=replaced)
+            if (ended := self._connections.pop(event.peer, None)) is not None:
                 ended._end(event.reason)
 
-    def _fail(self, name: str, reason: str) -> None:
-        waiter = self._waiters.get(name)
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(PeerError(reason))
+    def _admit(self, connection: Connection) -> None:
+        """To the accept queue; the caller learns at once: our ping, or our close."""
+        if (refusal := self._incoming.offer(connection)) is None:
+            connection._answer()
+        else:
+            assert self._agent is not None
+            log.info("connection_refused", peer=connection.peer, reason=refusal)
+            self._agent.close(connection.peer, asyncio.get_running_loop().time(), refusal)
+            self._pump_later()

@@ -19,6 +19,8 @@ from typing import Any
 
 from iokit.stun_endpoint import StunEndpoint
 from iokit.udp_sockets import UdpSockets
+from natprobe.reach import os_reason
+from peer.errors import PeerError
 from stunproto.attributes import Address
 
 DataHandler = Callable[[bytes, Address], None]
@@ -66,9 +68,15 @@ class PunchSocket:
 
     @classmethod
     async def open(cls, local: Address = ("0.0.0.0", 0)) -> PunchSocket:
-        """Bind (raises OSError: the port is in use, ...)."""
+        """Bind; a PeerError in one line when it cannot ("cannot bind UDP port 4000:
+        address already in use")."""
         punch = cls()
-        punch._local = punch._sockets.open(_KEY, local)
+        try:
+            punch._local = punch._sockets.open(_KEY, local)
+        except (OSError, OverflowError) as exc:
+            punch.close()
+            where = "" if local[0] in ("0.0.0.0", "::", "") else f" on {local[0]}"
+            raise PeerError(f"cannot bind UDP port {local[1]}{where}: {os_reason(exc)}") from None
         punch._grow_buffers()
         return punch
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 import structlog
 
-from peer.errors import PeerError
+from natprobe.reach import os_reason
+from peer.errors import PeerError, ServerUnreachable
 from stunproto.attributes import Address
 from stunproto.framing import FramingError, StreamDecoder, frame
 
@@ -50,14 +51,17 @@ class ServerConnection:
         return self._writer is not None
 
     async def open(self) -> None:
-        """Connect; a failure is a PeerError in one line (a login failure like any other)."""
+        """Connect; a failure is a ServerUnreachable in one line ("no rendezvous server
+        answers at HOST:PORT (TCP: connection refused)"), a login failure like any other."""
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(*self.server), self._timeout
             )
-        except (OSError, TimeoutError) as exc:
-            reason = str(exc) or "timed out"
-            raise PeerError(f"login failed: cannot reach the server over TCP: {reason}") from exc
+        except TimeoutError:
+            detail = f"TCP: nothing within {self._timeout:g} s"
+            raise ServerUnreachable(self.server, detail) from None
+        except OSError as exc:
+            raise ServerUnreachable(self.server, f"TCP: {os_reason(exc)}") from None
         self._writer = writer
         self._reader = asyncio.ensure_future(self._read(reader, writer))
 

@@ -6,6 +6,11 @@ acknowledged bytes may grow the window (sent after the current recovery period b
 while the window, not the application, was the limit) and calls ``on_packets_acked`` with
 them; it calls ``on_congestion_event`` with the send time of the newest lost packet, and
 ``on_persistent_congestion`` after a whole stretch of packets was lost (RFC 9002 7.6).
+It also hands over every RTT sample (``on_rtt_sample``) and says when a round trip begins
+(``on_round_start``: the first acknowledgement of a packet sent after the previous round
+began), for HyStart++ (RFC 9406): the first slow start ends when the round trip grows, as
+a queue forms, rather than a round trip after the queue overflowed with twice the window
+the path holds.
 """
 
 from __future__ import annotations
@@ -48,14 +53,27 @@ class CongestionController:
     grows in congestion avoidance (``_avoid``) and how far a loss cuts it (``_reduce``)."""
 
     __slots__ = (
+        "_above",
+        "_css_baseline",
+        "_css_rounds",
         "_initial_window",
+        "_last_round_min_rtt",
         "_mss",
+        "_round_min_rtt",
+        "_round_samples",
         "congestion_window",
         "minimum_window",
         "recovery_start",
         "ssthresh",
     )
     beta = 0.5  # the window kept on a loss (RFC 9002 kLossReductionFactor)
+    # HyStart++ (RFC 9406 4.3, its recommended values).
+    MIN_RTT_THRESH = 0.004
+    MAX_RTT_THRESH = 0.016
+    MIN_RTT_DIVISOR = 8
+    N_RTT_SAMPLE = 8
+    CSS_GROWTH_DIVISOR = 4
+    CSS_ROUNDS = 5
 
     def __init__(self, *, max_datagram_size: int, initial_window: int, minimum_window: int) -> None:
         self._mss = max_datagram_size
@@ -68,6 +86,66 @@ class CongestionController:
         self.congestion_window = self._initial_window
         self.ssthresh: float = math.inf
         self.recovery_start = -math.inf
+        self._round_min_rtt = self._last_round_min_rtt = math.inf
+        self._round_samples = 0
+        self._above = 0  # consecutive samples over the threshold
+        self._css_baseline = math.inf  # finite: in conservative slow start (CSS)
+        self._css_rounds = 0
+
+    @property
+    def in_css(self) -> bool:
+        """In HyStart++'s conservative slow start: the round trip grew, growth is slower."""
+        return self._css_baseline < math.inf
+
+    def on_round_start(self) -> None:
+        """A round trip begins (HyStart++ keeps one minimum RTT per round)."""
+        if self.ssthresh < math.inf:
+            return  # (only the first slow start: after a loss the path's size is known)
+        self._last_round_min_rtt = self._round_min_rtt
+        self._round_min_rtt = math.inf
+        self._round_samples = 0
+        if self._css_baseline < math.inf:
+            self._css_rounds += 1  # (a partial first round counts, RFC 9406 4.3)
+            if self._css_rounds >= self.CSS_ROUNDS:
+                self.ssthresh = self.congestion_window  # on to congestion avoidance
+                self._css_baseline = math.inf
+
+    def on_rtt_sample(self, latest_rtt: float) -> None:
+        """HyStart++ (RFC 9406 4.2): leave slow start for CSS once ``N_RTT_SAMPLE``
+        samples in a row are above the last round's minimum by an eighth of it (4 to
+        16 ms); go back to slow start if a round's minimum falls below where CSS began.
+
+        RFC 9406 compares the minimum of the current round so far instead, which holds
+        the round's first samples, taken before the queue grew: doubling then overflows a
+        queue of one bandwidth-delay product a round before the minimum moves. Samples in
+        a row (all of them over) see a standing queue as soon as it has formed, and are
+        still deaf to a burst's."""
+        if self.ssthresh < math.inf:
+            return
+        if latest_rtt < self._round_min_rtt:
+            self._round_min_rtt = latest_rtt
+        self._round_samples += 1
+        if self._css_baseline < math.inf:
+            if (
+                self._round_samples >= self.N_RTT_SAMPLE
+                and self._round_min_rtt < self._css_baseline
+            ):  # the exit was spurious: slow start again
+                self._css_baseline = math.inf
+                self._css_rounds = self._above = 0
+            return
+        last = self._last_round_min_rtt
+        threshold = min(max(last / self.MIN_RTT_DIVISOR, self.MIN_RTT_THRESH), self.MAX_RTT_THRESH)
+        if latest_rtt < last + threshold:  # (never, before a whole round)
+            self._above = 0
+            return
+        self._above += 1
+        if self._above >= self.N_RTT_SAMPLE:
+            # Back to slow start only if the minimum of N_RTT_SAMPLE samples or more from
+            # here on, within a round, is under the line again (the round's earlier samples
+            # came before the queue: they no longer count).
+            self._css_baseline = last + threshold
+            self._round_min_rtt = math.inf
+            self._css_rounds = self._round_samples = 0
 
     def in_recovery(self, sent_time: float) -> bool:
         """Was a packet sent at ``sent_time`` sent before the current recovery period began?
@@ -77,6 +155,8 @@ class CongestionController:
     def on_packets_acked(self, acked_bytes: int, now: float, rtt: float) -> None:
         """``acked_bytes`` acknowledged that may grow the window; ``rtt`` the smoothed RTT."""
         if self.congestion_window < self.ssthresh:
+            if self._css_baseline < math.inf:
+                acked_bytes //= self.CSS_GROWTH_DIVISOR  # CSS: a quarter as fast
             self.congestion_window += acked_bytes  # slow start: doubles per round trip
         else:
             self._avoid(acked_bytes, now, rtt)
@@ -91,11 +171,13 @@ class CongestionController:
     def on_persistent_congestion(self) -> None:
         self.congestion_window = self.minimum_window
         self.recovery_start = -math.inf  # the next loss may cut again at once
+        self._css_baseline = math.inf
 
     def _reduce(self, now: float) -> None:
         window = max(int(self.congestion_window * self.beta), self.minimum_window)
         self.congestion_window = window
         self.ssthresh = window
+        self._css_baseline = math.inf
 
     def _avoid(self, acked_bytes: int, now: float, rtt: float) -> None:
         raise NotImplementedError
@@ -215,23 +297,27 @@ def make_congestion(kind: CongestionKind, config: WindowSizes) -> CongestionCont
 
 class Pacer:
     """A token bucket filled at 1.25 x window / smoothed RTT (RFC 9002 7.7). Sending may
-    run ahead of it by a burst (a quarter window, at least ten datagrams: what a kernel
-    pacer allows too), and by ``granularity``: an event loop cannot wake every few
-    microseconds."""
+    run ahead of it by a burst of ``burst`` bytes (RFC 9002 7.7: the initial window, ten
+    datagrams), and by ``granularity``: an event loop cannot wake every few microseconds.
+
+    (Not by a fraction of the window: after a stall, flow control's say, a quarter window
+    at once is a queue of a quarter round trip at the bottleneck, which the loss detector
+    would take for congestion.)"""
 
     __slots__ = ("_budget", "_capacity", "_granularity", "_last", "_mss", "rate")
 
-    def __init__(self, *, max_datagram_size: int, granularity: float) -> None:
+    def __init__(
+        self, *, max_datagram_size: int, granularity: float, burst: int | None = None
+    ) -> None:
         self._mss = max_datagram_size
         self._granularity = granularity
         self.rate = math.inf  # bytes per second
         self._budget = 0.0
-        self._capacity = 0.0
+        self._capacity = float(10 * max_datagram_size if burst is None else burst)
         self._last = -math.inf
 
     def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
         self.rate = 1.25 * congestion_window / max(smoothed_rtt, 1e-6)
-        self._capacity = max(10 * self._mss, congestion_window / 4)
 
     def _refill(self, now: float) -> None:
         if now > self._last:

@@ -139,7 +139,9 @@ class Recovery:
         self.rtt = RttEstimator(config.initial_rtt)
         self._cc = make_congestion(config.congestion, config)
         self._pacer = Pacer(
-            max_datagram_size=config.max_datagram_size, granularity=config.granularity
+            max_datagram_size=config.max_datagram_size,
+            granularity=config.granularity,
+            burst=config.initial_window_packets * config.max_datagram_size,
         )
         self._sent: dict[int, _Sent] = {}
         self.bytes_in_flight = 0
@@ -172,6 +174,11 @@ class Recovery:
     @property
     def ssthresh(self) -> float:
         return self._cc.ssthresh
+
+    @property
+    def in_css(self) -> bool:
+        """Slow start slowed by HyStart++: the round trip grew as a queue formed."""
+        return self._cc.in_css
 
     # ------------------------------------------------------------------ sending
 
@@ -240,6 +247,7 @@ class Recovery:
                 self._round_end = newest + 1
                 self._previous_round_sent = self._round_sent
                 self._round_sent = self._round_lost = 0
+                self._cc.on_round_start()
         cc = self._cc
         recovery_start = cc.recovery_start
         growth = freed = eliciting = 0
@@ -257,6 +265,7 @@ class Recovery:
         last = acked[-1]
         if last.number == largest and eliciting:
             self.rtt.update(now - last.time, ack_delay, self.config.max_ack_delay)
+            cc.on_rtt_sample(self.rtt.latest_rtt)
             if self._first_sample_at is None:
                 self._first_sample_at = now
         if growth:

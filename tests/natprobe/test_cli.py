@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -13,19 +14,30 @@ from tests.support.loopback import free_port_pair
 from tests.support.processes import rendezvous_process
 
 
+def test_an_unresolvable_server_is_one_line_and_nonzero(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["no-such-host.invalid"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("natprobe: cannot resolve 'no-such-host.invalid'")
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
-    ("argument", "message"),
+    ("argv", "message"),
     [
-        ("no-such-host.invalid", "cannot resolve"),
-        ("127.0.0.1:99999", "port out of range"),
-        ("127.0.0.1:abc", "bad port"),
+        (["127.0.0.1:99999"], "argument server: port out of range (1-65535) in '127.0.0.1:99999'"),
+        (["127.0.0.1:0"], "argument server: port out of range (1-65535) in '127.0.0.1:0'"),
+        (["127.0.0.1:abc"], "argument server: bad port in '127.0.0.1:abc'"),
+        (["127.0.0.1", "--second-server", "x:-1"], "argument --second-server: port out of range"),
+        (["127.0.0.1", "--second-server", "[::1]:70000"], "argument --second-server: port out"),
     ],
 )
-def test_bad_server_argument_is_one_line_and_nonzero(capsys, argument, message) -> None:  # type: ignore[no-untyped-def]
-    assert main([argument]) == 2
+def test_ports_are_checked_by_the_argument_parser(capsys, argv, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert message in err
-    assert err.count("\n") == 1
+    assert err.startswith(f"natprobe: {message}")
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_json_and_table_output_against_the_rendezvous_cli() -> None:
@@ -77,3 +89,12 @@ def test_argparse_errors_are_one_line_too(capsys) -> None:  # type: ignore[no-un
     err = capsys.readouterr().err
     assert err.startswith("natprobe: argument --lifetime")
     assert err.count("\n") == 1
+
+
+def test_no_server_at_all_is_an_error_not_a_verdict(capsys) -> None:  # type: ignore[no-untyped-def]
+    port = free_port_pair()  # nothing listens there, over UDP or TCP
+    assert main([f"127.0.0.1:{port}", "--local-ip", "127.0.0.1", "--rto", "0.01", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no report: there is nothing to report on
+    expected = rf"natprobe: no answer from 127\.0\.0\.1:{port} \(UDP: nothing within [0-9.]+ s; "
+    assert re.fullmatch(expected + r"TCP: connection refused\)\n", captured.err), captured.err

@@ -50,3 +50,12 @@ def test_no_hairpinning_test_without_a_nat() -> None:
     )
     assert not plan.hairpin
     assert plan.skipped == {"hairpin": "not behind a NAT"}
+
+
+def test_without_a_nat_the_mapping_is_not_skipped() -> None:
+    # Nothing is mapped, so the mapping is known (endpoint-independent) without any test.
+    plan = plan_tests(
+        has_alternate=False, has_second_server=False, hairpin=True, behind_nat=False, lifetime=True
+    )
+    assert "mapping" not in plan.skipped
+    assert plan.skipped["filtering"] == NO_ALTERNATE

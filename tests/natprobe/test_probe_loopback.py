@@ -47,10 +47,15 @@ async def test_server_without_alternate_says_what_could_not_run() -> None:
     async with RendezvousServer(StunServiceConfig(primary=("127.0.0.1", port))):
         report = await asyncio.wait_for(probe(("127.0.0.1", port), config=FAST), 10)
     assert report.public_address == report.local_address
-    assert report.filtering is None and report.mapping is None
+    assert report.filtering is None
     assert "OTHER-ADDRESS" in report.skipped["filtering"]
-    assert "second server" in report.skipped["mapping"]
-    assert report.nat_type is NatType.UNKNOWN
+    assert report.nat_type is NatType.UNKNOWN  # (open internet or a firewall: filtering tells)
+    # No NAT, so nothing is mapped: endpoint-independent, and both fields say so.
+    assert report.mapping is Behaviour.ENDPOINT_INDEPENDENT
+    assert report.mapping_endpoint_independent is True
+    assert "mapping" not in report.skipped
+    data = report.to_json()
+    assert (data["mapping"], data["mapping_endpoint_independent"]) == ("endpoint-independent", True)
 
 
 async def test_two_plain_servers_still_give_the_mapping() -> None:
@@ -68,12 +73,28 @@ async def test_two_plain_servers_still_give_the_mapping() -> None:
     assert "filtering" in report.skipped
 
 
-async def test_no_answer_means_udp_blocked() -> None:
+async def test_no_udp_answer_from_a_server_that_takes_tcp_means_udp_blocked() -> None:
+    # A TCP listener and nothing on UDP: the server is there, UDP to it is not getting through.
+    tcp = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+    async with tcp:
+        port = tcp.sockets[0].getsockname()[1]
+        config = ProbeConfig(initial_rto=0.01, answered_sends=3, local_ip="127.0.0.1")
+        report = await asyncio.wait_for(probe(("127.0.0.1", port), config=config), 10)
+    assert report.nat_type is NatType.UDP_BLOCKED
+    assert report.server_unreachable is None
+    assert report.public_address is None
+    assert "TCP: it connects" in report.skipped["all"]
+
+
+async def test_no_answer_over_udp_or_tcp_is_no_server_not_udp_blocked() -> None:
     port = free_port_pair()  # nothing listens there
     config = ProbeConfig(initial_rto=0.01, answered_sends=3, local_ip="127.0.0.1")
     report = await asyncio.wait_for(probe(("127.0.0.1", port), config=config), 10)
-    assert report.nat_type is NatType.UDP_BLOCKED
-    assert report.public_address is None
+    assert report.nat_type is NatType.UNKNOWN
+    assert report.server_unreachable is not None
+    assert report.server_unreachable.startswith("UDP: nothing within ")
+    assert report.server_unreachable.endswith("; TCP: connection refused")
+    assert report.to_json()["server_unreachable"] == report.server_unreachable
 
 
 class _AppProtocol(asyncio.DatagramProtocol):

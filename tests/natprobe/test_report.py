@@ -14,6 +14,7 @@ from natprobe.report import (
     filtering_behaviour,
     mapping_behaviour,
     mapping_independence,
+    mapping_verdict,
 )
 
 EI, AD, APD = (
@@ -112,3 +113,37 @@ def test_json_keys_and_table() -> None:
 )
 def test_mapping_independence(mapping, two_servers, behind_nat, expected) -> None:  # type: ignore[no-untyped-def]
     assert mapping_independence(mapping, two_servers, behind_nat=behind_nat) is expected
+
+
+@pytest.mark.parametrize(
+    ("mapping", "two_servers", "behind_nat", "expected"),
+    [
+        (None, None, False, (EI, True)),  # no NAT: nothing mapped, which is independent
+        (None, True, True, (EI, True)),  # two servers saw one mapping
+        (None, False, True, (None, False)),  # "not independent" is all two servers tell
+        (None, None, True, (None, None)),
+        (EI, None, True, (EI, True)),
+        (AD, True, True, (AD, False)),
+        (APD, None, True, (APD, False)),
+    ],
+)
+def test_mapping_and_independence_always_agree(mapping, two_servers, behind_nat, expected) -> None:  # type: ignore[no-untyped-def]
+    verdict = mapping_verdict(mapping, two_servers, behind_nat=behind_nat)
+    assert verdict == expected
+    assert (verdict[0] is EI) == (verdict[1] is True)
+
+
+@pytest.mark.parametrize(("mapping", "independent"), [(None, True), (EI, False), (APD, True)])
+def test_a_report_whose_mapping_fields_disagree_is_refused(mapping, independent) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="mapping"):
+        NatReport(
+            server=("203.0.113.10", 3478),
+            local_address=("10.0.1.2", 5000),
+            public_address=M1,
+            mapping=mapping,
+            mapping_endpoint_independent=independent,
+            filtering=None,
+            hairpin=None,
+            binding_lifetime=None,
+            nat_type=NatType.UNKNOWN,
+        )

@@ -102,6 +102,25 @@ def test_a_packet_lost_on_the_wire_still_used_the_link() -> None:
     assert link.stats.busy_time == pytest.approx(0.040, rel=1e-9)
 
 
+def test_queueing_delay_is_the_wait_before_the_first_bit_goes() -> None:
+    link = bottleneck(seed=1, rate_bps=12 * MBIT, queue_bytes=4500, loss=50, delay=0.5)
+    assert link.stats.mean_queue_delay == 0  # (nothing admitted yet)
+    for _ in range(5):  # 1 ms each: waits of 0, 1 and 2 ms, then two dropped at the tail
+        link.transmit(1500, now=0.0)
+    stats = link.stats
+    assert stats.dropped_queue_packets == 2 and stats.admitted_packets == 3
+    assert stats.delivered_packets < 3  # lost on the wire: it waited all the same
+    assert stats.queue_delay_total == pytest.approx(0.003, rel=1e-9)
+    assert stats.max_queue_delay == pytest.approx(0.002, rel=1e-9)
+    assert stats.mean_queue_delay == pytest.approx(0.001, rel=1e-9)
+    link.transmit(1500, now=1.0)  # an idle link: no wait
+    assert stats.mean_queue_delay == pytest.approx(0.00075, rel=1e-9)
+    unlimited = bottleneck(delay=0.1)  # no rate: never a queue
+    for _ in range(3):
+        unlimited.transmit(1500, now=0.0)
+    assert unlimited.stats.admitted_packets == 3 and unlimited.stats.mean_queue_delay == 0
+
+
 def test_propagation_delay_is_added_after_serialisation() -> None:
     link = bottleneck(rate_bps=12 * MBIT, delay=0.025)
     assert link.offer(1500, now=1.0) == pytest.approx(1.026, rel=1e-12)

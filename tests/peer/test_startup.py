@@ -7,6 +7,8 @@ import math
 import pytest
 
 from natprobe.report import NatType
+from peer.errors import PeerError, ServerUnreachable
+from peer.rendezvous_requests import no_answer
 from peer.session_config import SessionConfig
 from peer.startup import (
     LoginAttempt,
@@ -16,6 +18,7 @@ from peer.startup import (
     fallback_transport,
     first_transport,
     plan_keepalives,
+    start_failure,
 )
 
 # ---------------------------------------------------------------- transport
@@ -51,6 +54,8 @@ def test_transport_values_are_the_cli_spellings() -> None:
         {"keepalive": -1.0},
         {"login_timeout": 0.0},
         {"relay_timeout": -1.0},
+        {"local_port": 65536},
+        {"local_port": -1},
     ],
 )
 def test_peer_config_refuses_what_cannot_work(wrong: dict[str, object]) -> None:
@@ -192,3 +197,46 @@ def test_nothing_after_start_up_changes_the_outcome() -> None:
     failed.logged_in(101.0, relay_offered=False)
     assert failed.phase is LoginPhase.FAILED
     assert failed.failure == "login failed: name taken"
+
+
+# ---------------------------------------------------------------- what a failed start says
+
+SERVER = ("203.0.113.10", 3478)
+
+
+def _failed(transport: Transport, reason: str) -> LoginAttempt:
+    attempt = LoginAttempt(transport, 0.0, login_timeout=15, relay_timeout=5)
+    attempt.login_failed(reason)
+    return attempt
+
+
+def test_no_tcp_connection_after_a_silent_udp_login_names_both() -> None:
+    udp = _failed(Transport.UDP, no_answer(10.2))
+    assert udp.silence == "nothing within 10 s"
+    error = start_failure(SERVER, udp, ServerUnreachable(SERVER, "TCP: connection refused"))
+    assert isinstance(error, ServerUnreachable)
+    assert str(error) == (
+        "no rendezvous server answers at 203.0.113.10:3478 "
+        "(UDP: nothing within 10 s; TCP: connection refused)"
+    )
+
+
+def test_a_silent_login_over_the_only_transport_is_no_server_either() -> None:
+    udp = _failed(Transport.UDP, no_answer(10.2))
+    error = start_failure(SERVER, udp, PeerError(udp.failure))
+    assert (
+        str(error) == "no rendezvous server answers at 203.0.113.10:3478 (UDP: nothing within 10 s)"
+    )
+    timed_out = LoginAttempt(Transport.TCP, 0.0, login_timeout=15, relay_timeout=5)
+    timed_out.handle_timer(15.0)
+    error = start_failure(SERVER, timed_out, PeerError(timed_out.failure))
+    assert str(error).endswith("(TCP: nothing within 15 s)")
+
+
+def test_a_refusal_is_raised_as_it_was() -> None:
+    refused = _failed(Transport.UDP, "the name belongs to another key")
+    assert refused.silence is None
+    error = PeerError(refused.failure)
+    assert start_failure(SERVER, refused, error) is error
+    tcp_only = ServerUnreachable(SERVER, "TCP: connection refused")  # (no login began)
+    assert start_failure(SERVER, None, tcp_only) is tcp_only

@@ -286,7 +286,7 @@ def test_short_lifetime_refreshes_half_way() -> None:
 
 
 def test_permission_refreshed_only_while_in_use() -> None:
-    h = Harness()
+    h = Harness(channels=False)
     h.allocate()
     h.client.create_permission(PEER, h.now)
     h.run_until(100)
@@ -346,7 +346,7 @@ def test_idle_channel_lapses_and_send_rebinds_the_same_number() -> None:
 
 
 def test_send_picks_channel_data_or_send_indication() -> None:
-    h = Harness()
+    h = Harness(channels=False)
     h.allocate()
     h.client.send(b"one", PEER, h.now)  # no permission yet: installed on the way
     h.exchange()
@@ -360,6 +360,19 @@ def test_send_picks_channel_data_or_send_indication() -> None:
     assert h.server.channel_data == [(channel, b"two")]
     assert h.server.indications[-1] == (("203.0.113.5", 7001), b"three")
     assert h.server.methods().count(Method.CREATE_PERMISSION) == 1  # IP already permitted
+
+
+def test_the_first_send_to_a_peer_binds_a_channel_that_later_data_rides() -> None:
+    h = Harness(channels=True)
+    h.allocate()
+    h.client.send(b"one", PEER, h.now)  # ChannelBind goes out first, the data beside it
+    h.exchange()
+    assert Method.CHANNEL_BIND in h.server.methods()
+    assert h.server.indications == [(PEER, b"one")]  # not bound yet when it was sent
+    h.client.send(b"two", PEER, h.now)
+    h.exchange()
+    assert h.server.channel_data == [(h.client.channel_for(PEER, h.now), b"two")]
+    assert h.server.methods().count(Method.CHANNEL_BIND) == 1
 
 
 def data_indication(peer: Address, payload: bytes) -> bytes:

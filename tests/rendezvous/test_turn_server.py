@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rendezvous.ratelimit import RateLimit
 from rendezvous.routes import RelaySocket, TcpConnection, Transmit, UdpSocket
 from rendezvous.turn_auth import rest_credentials
 from rendezvous.turn_config import (
@@ -474,6 +475,20 @@ def test_bandwidth_limit_drops_the_excess() -> None:
     assert passed == 5
     assert server.handle_relayed(relay, bytes(200), PEER, 1.0) == []  # both ways share it
     assert len(server.handle_relayed(relay, bytes(200), PEER, 1.25)) == 1  # 0.25 s refilled 250
+
+
+def test_send_indications_are_data_not_requests_for_the_rate_limit() -> None:
+    # A limit of 10 requests a second: an allocated client's Send indications pass it
+    # (the bandwidth quota governs them, as it does ChannelData) ...
+    server = _server(rate_limit=RateLimit(rate=10.0, burst=10.0))
+    client, _ = _allocated(server)
+    _permit(client, PEER)
+    assert sum(len(client.indication(PEER, bytes(100), 1.0)) for _ in range(1000)) == 1000
+    # ... while requests still meet the limit, and a stranger's indications are dropped.
+    stranger = Client(server, source=("198.51.100.99", 5), name="mallory")
+    binding = StunMessage(Method.BINDING, MessageClass.REQUEST, new_transaction_id()).encode()
+    assert sum(len(stranger.raw(binding, 1.0)) for _ in range(20)) == 10
+    assert sum(len(stranger.indication(PEER, bytes(100), 2.0)) for _ in range(50)) == 0
 
 
 # ---------------------------------------------------------------------- robustness

@@ -183,7 +183,7 @@ def test_pacer_spaces_packets_at_the_rate_after_a_burst() -> None:
     pacer.update_rate(cwnd, srtt)
     assert pacer.rate == pytest.approx(1.25 * cwnd / srtt)
     now = 10.0
-    # The burst allowance: max(10 datagrams, cwnd / 4), and a granularity's worth more.
+    # The burst allowance: ten datagrams (the initial window), and a granularity's worth.
     assert _burst(pacer, now) == 10 + _granularity_worth(pacer)
     start, packets = now, 200
     for _ in range(packets):
@@ -191,10 +191,17 @@ def test_pacer_spaces_packets_at_the_rate_after_a_burst() -> None:
         pacer.on_packet_sent(MSS, now)
     interval = srtt / cwnd * MSS / 1.25
     assert (now - start) / packets == pytest.approx(interval, rel=0.02)
-    # A burst larger than ten datagrams for a large window.
+    # A large window does not make a larger burst (after a stall, say): only the
+    # granularity's worth grows with the rate.
     pacer.update_rate(200 * MSS, srtt)
     pacer.reset()
-    assert _burst(pacer, now) == 200 // 4 + _granularity_worth(pacer)
+    assert _granularity_worth(pacer) == 5  # 1.25 * 200 datagrams per 50 ms, for 1 ms
+    assert _burst(pacer, now) == 10 + _granularity_worth(pacer)
+    # The burst is the caller's to choose.
+    other = Pacer(max_datagram_size=MSS, granularity=0.001, burst=3 * MSS)
+    other.update_rate(cwnd, srtt)
+    other.reset()
+    assert _burst(other, now) == 3 + _granularity_worth(other)
 
 
 def _granularity_worth(pacer: Pacer) -> int:
@@ -208,3 +215,96 @@ def _burst(pacer: Pacer, now: float) -> int:
         pacer.on_packet_sent(MSS, now)
         sent += 1
     return sent
+
+
+# -- HyStart++ (RFC 9406): the first slow start ends when the round trip grows ----------------
+
+
+def _round(cc: NewReno | Cubic, rtts: list[float], now: float = 0.0) -> None:
+    """A round trip begins; its acknowledgements bring ``rtts``, each acknowledging one
+    datagram that may grow the window."""
+    cc.on_round_start()
+    for rtt in rtts:
+        cc.on_rtt_sample(rtt)
+        cc.on_packets_acked(MSS, now, rtt)
+
+
+def test_hystart_leaves_slow_start_after_eight_samples_in_a_row_over_the_threshold() -> None:
+    for cc in (_reno(), _cubic(10)):
+        _round(cc, [0.050] * 10)  # the first round: no minimum of the last round yet
+        assert not cc.in_css and cc.congestion_window == INITIAL + 10 * MSS
+        # The threshold is an eighth of the last round's minimum: 6.25 ms over 50 ms.
+        # (Each round's first sample is from before any queue: the minimum stays 50 ms.)
+        _round(cc, [0.050] + [0.0562] * 20)
+        assert not cc.in_css
+        # Seven over, one under, seven over: a burst's queue, not a standing one.
+        _round(cc, [0.050] + [0.0563] * 7 + [0.051] + [0.0563] * 7)
+        assert not cc.in_css
+        before = cc.congestion_window
+        _round(cc, [0.050] + [0.0563] * 7)
+        assert not cc.in_css and cc.congestion_window == before + 8 * MSS  # doubling
+        cc.on_rtt_sample(0.0563)  # the eighth in a row
+        assert cc.in_css and cc.ssthresh == math.inf
+        # Conservative slow start: a quarter of the growth.
+        before = cc.congestion_window
+        cc.on_packets_acked(4 * MSS, 0.0, 0.05)
+        assert cc.congestion_window == before + MSS
+
+
+def test_hystart_threshold_is_clamped_to_4_and_16_ms() -> None:
+    for base, threshold in ((0.010, 0.004), (0.200, 0.016), (0.080, 0.010)):
+        for factor, leaves in ((0.99, False), (1.01, True)):
+            cc = _reno()
+            _round(cc, [base] * 8)
+            _round(cc, [base + threshold * factor] * 8)
+            assert cc.in_css is leaves, (base, factor)
+
+
+def test_hystart_css_ends_in_congestion_avoidance_after_five_rounds() -> None:
+    cc = _reno()
+    _round(cc, [0.05] * 8)
+    _round(cc, [0.06] * 8)
+    assert cc.in_css
+    for _ in range(cc.CSS_ROUNDS - 1):  # the partial round counts as the first
+        _round(cc, [0.06] * 8)
+        assert cc.in_css and cc.ssthresh == math.inf
+    cc.on_round_start()
+    assert not cc.in_css and cc.ssthresh == cc.congestion_window
+    # From now on NewReno's additive increase, and no more HyStart.
+    window = cc.congestion_window
+    _round(cc, [0.5] * 8)
+    assert cc.congestion_window == window and not cc.in_css
+
+
+def test_hystart_goes_back_to_slow_start_when_the_round_trip_falls_again() -> None:
+    cc = _cubic(10)
+    _round(cc, [0.05] * 8)
+    _round(cc, [0.06] * 8)
+    assert cc.in_css
+    _round(cc, [0.056] * 7)  # under the line it crossed (56.25 ms), but too few to tell
+    assert cc.in_css
+    cc.on_rtt_sample(0.056)
+    assert not cc.in_css  # a spurious exit: slow start again, afresh
+    before = cc.congestion_window
+    _round(cc, [0.06] * 7)
+    assert not cc.in_css and cc.congestion_window == before + 7 * MSS
+
+
+def test_a_loss_ends_css_and_hystart_is_only_for_the_first_slow_start() -> None:
+    for cc in (_reno(), _cubic(10)):
+        _round(cc, [0.05] * 8)
+        _round(cc, [0.06] * 8)
+        assert cc.in_css
+        window = cc.congestion_window
+        cc.on_congestion_event(sent_time=0.5, now=1.0)
+        assert not cc.in_css
+        assert cc.congestion_window == cc.ssthresh == int(window * cc.beta)
+        # Later round trips growing do nothing (the window is known by now).
+        cc.on_persistent_congestion()
+        _round(cc, [0.05] * 8)
+        _round(cc, [0.09] * 8)
+        assert not cc.in_css
+        cc.reset()  # a new path: HyStart again
+        _round(cc, [0.05] * 8)
+        _round(cc, [0.09] * 8)
+        assert cc.in_css

@@ -218,6 +218,42 @@ def test_acknowledgements_grow_the_window_only_when_it_was_the_limit() -> None:
     assert recovery.congestion_window == initial + 6 * MSS
 
 
+def test_slow_start_ends_as_the_queue_forms_not_when_it_overflows() -> None:
+    # A paced sender, a bottleneck of 1,000 datagrams a second behind 50 ms of propagation
+    # (a BDP of 50 datagrams) with an unbounded queue, every packet acknowledged on its
+    # own: HyStart++ sees the round trip grow and slows the doubling (CSS) while the queue
+    # holds a few milliseconds, once, then moves on to congestion avoidance, lossless.
+    recovery = Recovery(STRICT)
+    rate, base = 1000.0, 0.05
+    acks: list[tuple[float, int]] = []  # (when its ACK comes back, number)
+    free_at = now = 0.0
+    number = 0
+    entered: list[tuple[float, int]] = []  # (queueing delay, window) when CSS began
+    while recovery.ssthresh == math.inf:
+        at = recovery.send_time(now) if recovery.can_send(MSS) else math.inf
+        if not acks or at <= acks[0][0]:
+            now = max(now, at)
+            free_at = max(free_at, now) + 1 / rate
+            _send(recovery, [number], now)
+            acks.append((free_at + base, number))
+            number += 1
+            continue
+        was = recovery.in_css
+        now, acked = acks.pop(0)
+        assert recovery.on_ack_received([(acked, acked)], 0.0, now)[1] == []
+        if recovery.in_css and not was:
+            entered.append((recovery.rtt.latest_rtt - base, recovery.congestion_window))
+        assert now < 10, "slow start never ended"
+    assert len(entered) == 1  # no going back and forth
+    queue, window = entered[0]
+    # An eighth of 50 ms, plus the eight samples in a row it takes (a datagram of queue,
+    # a millisecond, more each): well under the 50 ms a queue of one BDP would add.
+    assert 0.00625 <= queue < 0.016
+    # Then a quarter of slow start's growth for five rounds: at most 1.25 ** 5 as much.
+    assert window < recovery.congestion_window < window * 1.25**5
+    assert not recovery.in_css and recovery.ssthresh == recovery.congestion_window
+
+
 def test_persistent_congestion_collapses_the_window() -> None:
     recovery = Recovery(STRICT)
     _send(recovery, [0], 0.0)
