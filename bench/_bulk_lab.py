@@ -16,19 +16,18 @@ Needs root (the lab). Runs in a few minutes with the default 256 MB.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from natlab import Lab, NatKind, NatSpec
-from natlab.services import JsonLines, rendezvous_process
+from natlab.bulk_driver import SERVER, peer_pair, run_pair, server_args
+from natlab.services import rendezvous_process
 
-SERVER, ALT, SECRET = "203.0.113.10", "203.0.113.11", "bench bulk secret"
+SECRET = "bench bulk secret"
 TCP_PORT = 5201
 MB = 1024 * 1024
 
@@ -52,36 +51,6 @@ class Row:
         return self.cpu / (self.megabytes * MB / 1e9)
 
 
-@contextmanager
-def _side(prefix: Sequence[str], *args: str) -> Iterator[JsonLines]:
-    process = subprocess.Popen(
-        [*prefix, sys.executable, "-m", "natlab.bulk", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield JsonLines(process)
-    finally:
-        process.kill()
-        process.wait(timeout=10)
-        assert process.stdout is not None
-        process.stdout.close()
-
-
-def _pair(
-    lab: Lab, receiver_args: list[str], sender_args: list[str], timeout: float
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    receiver_host, sender_host = receiver_args.pop(0), sender_args.pop(0)
-    with _side(lab.node(receiver_host).exec_prefix, *receiver_args) as receiver:
-        receiver.next("ready", timeout=30)
-        with _side(lab.node(sender_host).exec_prefix, *sender_args) as sender:
-            sender.next("ready", timeout=30)
-            sent = sender.next("result", timeout=timeout)
-            got = receiver.next("result", timeout=30)
-    return sent, got
-
-
 def _row(label: str, loss: int, megabytes: int, sent: dict[str, Any], got: dict[str, Any]) -> Row:
     return Row(
         label=label,
@@ -96,19 +65,12 @@ def _row(label: str, loss: int, megabytes: int, sent: dict[str, Any], got: dict[
 
 def peer_run(kind: NatKind, loss: int, megabytes: int, timeout: float) -> Row:
     spec = NatSpec(kind=kind, loss=loss)
-    server_args = ["--listen", f"{SERVER}:3478", "--alt-ip", ALT, "--turn-secret", SECRET]
-    server_args += ["--turn-bandwidth", "1e9"]
     with (
         tempfile.TemporaryDirectory() as keys,
         Lab.two_nats(a=spec, b=spec) as lab,
-        rendezvous_process(server_args, lab.server.exec_prefix),
+        rendezvous_process(server_args(SECRET), lab.server.exec_prefix),
     ):
-        common = ["--server", SERVER, "--timeout", str(timeout)]
-        receiver = ["b", *common, "--role=receiver", "--name=bob"]
-        receiver.append(f"--identity={Path(keys) / 'bob.pem'}")
-        sender = ["a", *common, "--role=sender", "--name=alice", "--peer=bob"]
-        sender += [f"--mb={megabytes}", f"--identity={Path(keys) / 'alice.pem'}"]
-        sent, got = _pair(lab, receiver, sender, timeout)
+        sent, got = peer_pair(lab, Path(keys), [f"--mb={megabytes}"], timeout)
     label = "direct" if kind is NatKind.PORT_RESTRICTED_CONE else "relay"
     return _row(label, loss, megabytes, sent, got)
 
@@ -117,9 +79,9 @@ def tcp_run(megabytes: int, timeout: float) -> Row:
     spec = NatSpec(kind=NatKind.PORT_RESTRICTED_CONE)
     with Lab.two_nats(a=spec, b=spec) as lab:
         common = ["--timeout", str(timeout), f"--port={TCP_PORT}"]
-        receiver = ["server", *common, "--role=tcp-receiver"]
-        sender = ["a", *common, "--role=tcp-sender", f"--server={SERVER}", f"--mb={megabytes}"]
-        sent, got = _pair(lab, receiver, sender, timeout)
+        receiver = [*common, "--role=tcp-receiver"]
+        sender = [*common, "--role=tcp-sender", f"--server={SERVER}", f"--mb={megabytes}"]
+        sent, got = run_pair(lab, ("server", receiver), ("a", sender), timeout)
     return _row("tcp", 0, megabytes, sent, got)
 
 

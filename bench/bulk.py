@@ -8,10 +8,14 @@ link        our transport pair in netsim, in virtual time, through its bottlenec
             (netsim.link.BottleneckLink; default 100 Mbit/s, 50 ms RTT, a drop-tail queue
             of one bandwidth-delay product) with 0, 1 and 5 % random loss each way:
             goodput against the link rate; then two flows sharing it, and their ratio.
+lab         (root) a file between two NATed peers on real Linux NATs over the direct path
+            and over the relay, beside plain TCP, lossless and at 1% and 5% UDP loss
+            (bench/_bulk_lab.py); not part of "all".
 
 python bench/bulk.py                       # both, 200 MB in memory
 python bench/bulk.py in-memory --mb 1000
 python bench/bulk.py link --mb 50 --rate-mbit 100 --rtt-ms 50
+sudo python bench/bulk.py lab --mb 256
 """
 
 from __future__ import annotations
@@ -228,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", nargs="?", choices=("in-memory", "link", "all"), default="all")
+    parser.add_argument(
+        "what", nargs="?", choices=("in-memory", "link", "lab", "all"), default="all"
+    )
     parser.add_argument("--mb", type=int, default=None, help="megabytes to move")
     parser.add_argument("--rate-mbit", type=float, default=100.0)
     parser.add_argument("--rtt-ms", type=float, default=50.0)
@@ -237,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         in_memory(args.mb or 200)
     if args.what in ("link", "all"):
         link(args.mb or 50, args.rate_mbit, args.rtt_ms)
+    if args.what == "lab":
+        from _bulk_lab import lab  # needs root and the lab's tools
+
+        lab(args.mb or 256, losses=(0, 1, 5))
     return 0
 
 

@@ -623,7 +623,9 @@ class Coturn:
                 if self.relay_secret is not None
                 else ["--stun-only"]
             ),
-            "--no-tcp", "--no-tls", "--no-dtls",
+            # TCP stays on: like any STUN server (natprobe tells "UDP blocked" from "no
+            # server" by trying TCP).
+            "--no-tls", "--no-dtls",
             "--no-cli",
             "--log-file", "stdout",
             "--simple-log",

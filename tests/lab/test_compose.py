@@ -91,4 +91,4 @@ def test_python_services_run_real_commands_with_valid_arguments(compose: dict[st
     for peer in ("peer-a", "peer-b"):
         peer_args = peer_parser().parse_args(_exec_argv(svcs[peer], "peer"))
         assert peer_args.command == "nat"
-        assert peer_args.server == SERVER_IPS[0]
+        assert peer_args.server == (SERVER_IPS[0], 3478)
