@@ -6,10 +6,10 @@ in-memory   our transport pair (with the Noise channel's ChaCha20-Poly1305 seali
             stream, CPU-seconds per GB and MB per CPU-second, side by side.
 link        our transport pair in netsim, in virtual time, through its bottleneck link
             (netsim.link.BottleneckLink; default 100 Mbit/s, 50 ms RTT, a drop-tail queue
-            of one bandwidth-delay product) with 0, 1 and 5 % random loss each way:
+            of one bandwidth-delay product) with 0, 1, 5 and 10 % random loss each way:
             goodput against the link rate; then two flows sharing it, and their ratio.
 lab         (root) a file between two NATed peers on real Linux NATs over the direct path
-            and over the relay, beside plain TCP, lossless and at 1% and 5% UDP loss
+            and over the relay, beside plain TCP, lossless and at 1, 5 and 10% UDP loss
             (bench/_bulk_lab.py); not part of "all".
 
 python bench/bulk.py                       # both, 200 MB in memory
@@ -212,7 +212,7 @@ def link(megabytes: int, rate_mbit: float, rtt_ms: float) -> None:
         f" ({bdp_kb:.0f} kB), CUBIC, {megabytes} MB per flow; goodput (payload), whole transfer"
         f" and after slow start ({STEADY_RTTS} RTTs on):"
     )
-    for loss in (0.0, 1.0, 5.0):
+    for loss in (0.0, 1.0, 5.0, 10.0):
         (whole,), (after,) = over_link(megabytes, rate_mbit, rtt_ms, loss)
         print(
             f"  {loss:3g}% loss: {whole / 1e6:6.1f} Mbit/s, {whole / rate:6.1%} of the link;"
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "lab":
         from _bulk_lab import lab  # needs root and the lab's tools
 
-        lab(args.mb or 256, losses=(0, 1, 5))
+        lab(args.mb or 256, losses=(0, 1, 5, 10))
     return 0
 
 

@@ -22,6 +22,7 @@ from natlab.netns import (
     Node,
     Router,
     delete_netns,
+    no_udp_segmentation,
     register_netns,
     run,
 )
@@ -272,6 +273,7 @@ class Lab:
             "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", node.netns
         )
         switch.ip_cmd("link", "set", port, "master", "br0", "up")
+        node.run(no_udp_segmentation(ifname))  # (datagrams cross one by one: netns.py)
         for addr in addrs:
             node.ip_cmd("addr", "add", f"{addr}/{prefixlen}", "dev", ifname)
         node.ip_cmd("link", "set", ifname, "up")

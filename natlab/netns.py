@@ -125,6 +125,15 @@ class Router(Node):
         return d
 
 
+# A wire carries datagrams one by one: with UDP segmentation offload off on a host's veth,
+# a sender's GSO batch is cut there (in software, before the veth), not at its destination,
+# so a router's loss rule drops datagrams rather than whole 64 KB batches of them, a burst
+# no real link makes. (TCP keeps its offloads: the lab's TCP ceiling stays one.)
+def no_udp_segmentation(interface: str) -> list[str]:
+    """The command that turns UDP segmentation offload off on ``interface``."""
+    return ["ethtool", "-K", interface, "tx-udp-segmentation", "off"]
+
+
 def netns_supported() -> tuple[bool, str]:
     """Can we create namespaces, veths and nft tables here? (reason if not)."""
     if os.geteuid() != 0:
@@ -137,8 +146,9 @@ def netns_supported() -> tuple[bool, str]:
     try:
         run(["ip", "-n", probe, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"])
         run(["ip", "netns", "exec", probe, "nft", "add", "table", "ip", "probe"])
+        run(["ip", "netns", "exec", probe, *no_udp_segmentation("probe0")])
     except (OSError, LabError) as exc:
-        return False, f"veth/nftables unavailable in a namespace: {exc}"
+        return False, f"veth/nftables/ethtool unavailable in a namespace: {exc}"
     finally:
         run(["ip", "netns", "delete", probe], check=False)
     return True, ""

@@ -245,7 +245,7 @@ class PeerSession(HandshakeSteps):
             self._punching.stop()  # the direct path is found: stop punching
         # A new path: its round trip and capacity are unknown, and what the old one may
         # have swallowed goes out again now.
-        self.transport.path_changed(now)
+        self.transport.path_changed(now, probe_mtu=path.kind is not PathKind.RELAY)
         if previous is None or previous.kind is not path.kind:
             self._events.append(PathChanged(self.peer, path.kind, route.address, route.via))
 
@@ -267,6 +267,9 @@ class PeerSession(HandshakeSteps):
     def _connected(self, route: Route, now: float) -> None:
         path = self._paths.use(route, now)
         self._enter(SessionState.CONNECTED)
+        # Larger packets where the path carries them (a relay's framing and sockets are
+        # not ours to see: packets stay at the size every path carries there).
+        self.transport.probe_mtu(path.kind is not PathKind.RELAY)
         if path.kind is not PathKind.RELAY or self.role is Role.RESPONDER:
             self._punching.stop()  # on the relay, the initiator keeps punching for direct
         self._keepalive.last_received = now

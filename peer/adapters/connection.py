@@ -225,7 +225,7 @@ class Connection:
             progress = self._owner._progress  # set on every pump
             progress.clear()
             await progress.wait()
-        if self.closed is not None:
+        if self.closed is not None and self._session.pending:
             # Closed before everything was acknowledged: say so rather than pretend.
             raise PeerError(f"the connection closed before {self.peer} acknowledged everything")
 

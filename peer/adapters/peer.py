@@ -291,13 +291,16 @@ class Peer(AsyncLifecycle):
         loop = asyncio.get_running_loop()
         # The agent picks the socket (peer.routes); RELAY never comes out: the agent has
         # already wrapped those datagrams for the relay.
+        direct: list[tuple[bytes, Address]] = []  # the punching socket's, sent together
         for data, destination, via in agent.datagrams_to_send(loop.time()):
             if isinstance(via, ExtraSocket):
                 self._send_from_extra(via, data, destination)
             elif isinstance(via, OverTcp) and self._tcp is not None:
                 self._tcp.send(data)
             else:
-                punch.sendto(data, destination)
+                direct.append((data, destination))
+        if direct:
+            punch.send_many(direct)
         while (event := agent.next_event()) is not None:
             self._dispatch(event)
         for unclaimed in self._pending.confirm(Connection._answered):

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
+from iokit.gso import GsoSender
 from iokit.stun_endpoint import StunEndpoint
 from iokit.udp_sockets import UdpSockets
 from natprobe.reach import os_reason
@@ -28,6 +30,8 @@ _KEY = "punch"
 # Socket buffers to ask for: a window of packets in flight at hundreds of MB/s (the kernel
 # caps what an unprivileged process gets at net.core.[rw]mem_max; root may force more).
 BUFFER_BYTES = 4 * 1024 * 1024
+# linux/in.h and linux/in6.h (the socket module names none of them).
+_IP_MTU_DISCOVER, _IPV6_MTU_DISCOVER, _PMTUDISC_PROBE = 10, 23, 3
 
 
 class _SocketTransport(asyncio.DatagramTransport):
@@ -65,6 +69,7 @@ class PunchSocket:
         self.closed = False
         self._local: Address = ("0.0.0.0", 0)
         self.stun = StunEndpoint(_SocketTransport(self))
+        self._gso = GsoSender()
 
     @classmethod
     async def open(cls, local: Address = ("0.0.0.0", 0)) -> PunchSocket:
@@ -78,7 +83,22 @@ class PunchSocket:
             where = "" if local[0] in ("0.0.0.0", "::", "") else f" on {local[0]}"
             raise PeerError(f"cannot bind UDP port {local[1]}{where}: {os_reason(exc)}") from None
         punch._grow_buffers()
+        punch._never_fragment()
         return punch
+
+    def _never_fragment(self) -> None:
+        """DF on every datagram and no fragmenting here (IP_PMTUDISC_PROBE): the
+        transport's path MTU probes (peer.transport.pmtu) must be lost when a path cannot
+        carry them, not arrive in fragments. Linux only; elsewhere the kernel's default."""
+        if not sys.platform.startswith("linux"):
+            return
+        sock = self._sockets.get_socket(_KEY)
+        options = [(socket.IPPROTO_IP, _IP_MTU_DISCOVER)]  # (also IPv4 on a dual-stack one)
+        if sock.family == socket.AF_INET6:
+            options.append((socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER))
+        for level, option in options:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, _PMTUDISC_PROBE)
 
     def _grow_buffers(self) -> None:
         sock = self._sockets.get_socket(_KEY)
@@ -107,6 +127,18 @@ class PunchSocket:
     def sendto(self, data: bytes, destination: Address) -> None:
         # A full buffer or an ICMP error: UDP is lossy, the sender's recovery deals with it.
         self._sockets.sendto(_KEY, data, destination)
+
+    def send_many(self, items: list[tuple[bytes, Address]]) -> None:
+        """What one pump produced, in order: each run to one destination goes out in as
+        few system calls as UDP GSO allows (iokit.gso; one ``sendto`` each without it).
+        A refused or dropped datagram is UDP loss, as with ``sendto``."""
+        if self.closed:
+            return
+        try:
+            sock = self._sockets.get_socket(_KEY)
+        except KeyError:
+            return
+        self._gso.send_many(sock, items)
 
     def close(self) -> None:
         if not self.closed:

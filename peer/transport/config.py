@@ -20,6 +20,10 @@ class TransportConfig:
     # The largest plaintext packet the transport builds (the channel adds its 25 bytes):
     # sized so that a sealed datagram fits 1,200 bytes and never needs IP fragmentation.
     max_packet_size: int = MIN_DATAGRAM_SIZE - 25
+    # Path MTU probing (RFC 8899, peer.transport.pmtu) may raise packets on a path that
+    # carries them up to this: 1,472-byte datagrams once sealed, a 1,500-byte Ethernet
+    # frame's worth over IPv4. Equal to max_packet_size: no probing.
+    max_probed_packet_size: int = 1500 - 28 - 25
     # Flow control (RFC 9000 section 4): what the peer may send us before we read.
     initial_max_data: int = 16 * MIB  # the whole connection
     initial_max_stream_data: int = 4 * MIB  # each stream
@@ -40,6 +44,10 @@ class TransportConfig:
     def __post_init__(self) -> None:
         if not 200 <= self.max_packet_size <= 65_000:
             raise LocalProtocolError("max_packet_size must be between 200 and 65000")
+        if not self.max_packet_size <= self.max_probed_packet_size <= 65_000:
+            raise LocalProtocolError(
+                "max_probed_packet_size must be between max_packet_size and 65000"
+            )
         for name in (
             "initial_max_data",
             "initial_max_stream_data",

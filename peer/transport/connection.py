@@ -7,7 +7,8 @@ each: the owner seals them) and ``next_event``. It never reads a clock: ``now`` 
 
 Streams: 0 carries the initiator's messages, 1 the responder's (each message a 4-byte
 length and its bytes); user streams are bidirectional, the initiator's even from 2, the
-responder's odd from 3. Packet building is peer.transport.packets'.
+responder's odd from 3. Packet building is peer.transport.packets', packet handling
+peer.transport.receiving's.
 """
 
 from __future__ import annotations
@@ -21,33 +22,23 @@ from peer.transport.errors import (
     ConnectionClosedError,
     ErrorCode,
     MessageTooLarge,
-    PeerViolation,
     StreamLimitError,
     StreamStateError,
-    TransportDecodeError,
 )
 from peer.transport.events import (
-    ConnectionClosedByPeer,
-    DatagramReceived,
-    MessageReceived,
-    StopSendingReceived,
-    StreamOpened,
-    StreamReadable,
-    StreamReset,
-    StreamsAvailable,
     TransportEvent,
 )
 from peer.transport.messages import LENGTH, MessageReader
 from peer.transport.packets import PacketBuilder
+from peer.transport.receiving import FIRST_USER_STREAM, PacketReceiver
 from peer.transport.recovery import Recovery
 from peer.transport.state import ConnectionState
 from peer.transport.streams import ReceiveHalf, SendHalf
 
-_STREAM_KINDS = frozenset({f.STREAM, f.STREAM_FIN})
-FIRST_USER_STREAM = 2
+__all__ = ["FIRST_USER_STREAM", "TransportConnection"]
 
 
-class TransportConnection(PacketBuilder):
+class TransportConnection(PacketReceiver):
     def __init__(
         self, *, config: TransportConfig | None = None, initiator: bool, now: float
     ) -> None:
@@ -206,139 +197,34 @@ class TransportConnection(PacketBuilder):
             self.state = ConnectionState.CLOSING
             self.close_code, self.close_reason = code, reason
 
-    def path_changed(self, now: float) -> None:
-        """The path moved: its RTT and capacity are unknown, and what was in flight on the
-        old one is resent now (RFC 9000 9.4)."""
+    def path_changed(self, now: float, *, probe_mtu: bool = False) -> None:
+        """The path moved: its RTT, capacity and MTU are unknown, and what was in flight on
+        the old one is resent now (RFC 9000 9.4). ``probe_mtu``: search this path for
+        packets above max_packet_size (see probe_mtu)."""
+        self._mtu.restart(False)
         self._on_lost(self._recovery.on_path_changed(now))
         self._waiting_since = None
+        self.probe_mtu(probe_mtu)
+
+    def probe_mtu(self, enabled: bool = True) -> None:
+        """Search the current path for the largest packet it carries, up to
+        max_probed_packet_size (RFC 8899); packets start at max_packet_size again. For
+        paths whose every hop sends with DF set and never fragments: not a relay, whose
+        own framing and sockets this side cannot see."""
+        self._mtu.restart(enabled)
+
+    @property
+    def packet_size(self) -> int:
+        """The largest packet sent on this path now (plaintext, before sealing)."""
+        return self._mtu.size
+
+    @property
+    def probing_mtu(self) -> bool:
+        """Whether the path MTU search is still going on."""
+        return self._mtu.searching
 
     def next_event(self) -> TransportEvent | None:
         return self._events.popleft() if self._events else None
-
-    # ------------------------------------------------------------------ receiving
-
-    def receive_packet(self, packet: bytes, now: float) -> None:
-        """A decrypted packet. Raises TransportDecodeError or PeerViolation (the owner
-        then closes the connection with ``error.code``)."""
-        if self.state is ConnectionState.CLOSED:
-            return
-        acks = self._acks
-        size = len(packet)
-        if size >= f.SOLO_STREAM.size and packet[f.PACKET_HEADER.size] in _STREAM_KINDS:
-            # The bulk of traffic: a packet that is one stream frame (no frame objects).
-            marker, number, kind, stream_id, offset, length = f.SOLO_STREAM.unpack_from(packet)
-            if marker == f.PACKET and f.SOLO_STREAM.size + length == size:
-                in_order = acks.add(number, now)
-                if offset + length > f.MAX_OFFSET:
-                    raise TransportDecodeError("stream offset beyond 2**62")
-                data = memoryview(packet)[f.SOLO_STREAM.size :]
-                self._on_stream(stream_id, offset, data, kind == f.STREAM_FIN)
-                self._elicited(in_order, now)
-                return
-        number, frame_list = f.parse_packet(packet)
-        in_order = acks.add(number, now)
-        eliciting = False
-        for frame in frame_list:
-            kind = type(frame)
-            if isinstance(frame, f.StreamFrame):
-                eliciting = True
-                self._on_stream(frame.stream_id, frame.offset, frame.data, frame.fin)
-            elif kind is f.AckFrame:
-                self._on_ack(frame, now)  # type: ignore[arg-type]
-            elif kind is f.Padding:
-                pass
-            else:
-                eliciting = True
-                self._on_control(frame)
-        if eliciting:
-            self._elicited(in_order, now)
-
-    def _elicited(self, in_order: bool, now: float) -> None:
-        """An ack-eliciting packet arrived: acknowledge at once (every second one, or
-        one out of order, RFC 9000 13.2.1), or within max_ack_delay."""
-        acks = self._acks
-        acks.eliciting += 1
-        if not in_order or acks.eliciting >= self.config.ack_eliciting_threshold:
-            acks.due_now = True
-        elif acks.due_at is None:
-            acks.due_at = now + self.config.max_ack_delay
-
-    def _on_stream(self, stream_id: int, offset: int, data: bytes | memoryview, fin: bool) -> None:
-        recv = self._recv.get(stream_id)
-        if recv is None:
-            recv = self._remote_stream(stream_id)
-            if recv is None:
-                return  # a late frame for a stream already finished
-        grown = recv.on_data(offset, data, fin)
-        if grown:
-            self._recv_total += grown
-            if self._recv_total > self._recv_limit:
-                raise PeerViolation(ErrorCode.FLOW_CONTROL_ERROR, "connection flow control")
-        if stream_id < FIRST_USER_STREAM:
-            self._read_messages(recv)
-        elif (recv.readable or recv.at_eof) and stream_id not in self._readable_told:
-            self._readable_told.add(stream_id)
-            self._events.append(StreamReadable(stream_id))
-
-    def _read_messages(self, recv: ReceiveHalf) -> None:
-        if recv.readable:
-            data = recv.read(-1)
-            self._consumed(recv, len(data))
-            for message in self._messages.feed(data):
-                self._events.append(MessageReceived(message))
-
-    def _on_control(self, frame: f.Frame) -> None:
-        if isinstance(frame, f.MaxData):
-            if frame.limit > self._send_limit:
-                self._send_limit = frame.limit
-                self._unblock_all()
-        elif isinstance(frame, f.MaxStreamData):
-            send = self._send.get(frame.stream_id)
-            if send is not None and frame.limit > send.limit:
-                send.limit = frame.limit
-                self._schedule(send)
-        elif isinstance(frame, f.MaxStreams):
-            if frame.limit > self._remote_limit:
-                self._remote_limit = frame.limit
-                self._events.append(StreamsAvailable(frame.limit))
-        elif isinstance(frame, f.ResetStream):
-            recv = self._recv.get(frame.stream_id) or self._remote_stream(frame.stream_id)
-            if recv is not None and recv.reset_code is None:
-                grown = recv.on_reset(frame.code, frame.final_size)
-                self._recv_total += grown
-                self._consumed(recv, grown)
-                self._events.append(StreamReset(frame.stream_id, frame.code))
-                self._forget(frame.stream_id)
-        elif isinstance(frame, f.StopSending):
-            send = self._send.get(frame.stream_id)
-            if send is not None and send.reset_code is None and not send.fin_acked:
-                self.reset_stream(frame.stream_id, frame.code)
-                self._events.append(StopSendingReceived(frame.stream_id, frame.code))
-        elif isinstance(frame, f.DatagramFrame):
-            self._events.append(DatagramReceived(bytes(frame.data)))
-        elif isinstance(frame, f.ConnectionClose) and self.state is not ConnectionState.CLOSED:
-            self.state = ConnectionState.CLOSED
-            self.close_code, self.close_reason = frame.code, frame.reason
-            self._events.append(ConnectionClosedByPeer(frame.code, frame.reason))
-        # PING, DATA_BLOCKED, STREAM_DATA_BLOCKED: acknowledged, nothing more to do (our
-        # limits move as the application reads, not when asked).
-
-    def _remote_stream(self, stream_id: int) -> ReceiveHalf | None:
-        """The receiving half for a frame on a stream we do not have: the peer opens it
-        (and every lower one of its own), or it is long finished (None)."""
-        if stream_id % 2 == self._parity:
-            if stream_id >= self._next_local:
-                raise PeerViolation(ErrorCode.STREAM_STATE_ERROR, f"stream {stream_id} not opened")
-            return None
-        if stream_id < self._next_remote:
-            return None
-        if (stream_id - FIRST_USER_STREAM) // 2 >= self._local_limit:
-            raise PeerViolation(ErrorCode.STREAM_LIMIT_ERROR, f"stream {stream_id} over the limit")
-        while self._next_remote <= stream_id:
-            self._open(self._next_remote)
-            self._events.append(StreamOpened(self._next_remote))
-            self._next_remote += 2
-        return self._recv[stream_id]
 
     # ------------------------------------------------------------------ helpers
 

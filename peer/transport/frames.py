@@ -32,6 +32,7 @@ STREAM, STREAM_FIN = 0x08, 0x09
 MAX_DATA, MAX_STREAM_DATA, MAX_STREAMS = 0x10, 0x11, 0x12
 DATA_BLOCKED, STREAM_DATA_BLOCKED = 0x14, 0x15
 CONNECTION_CLOSE = 0x1C
+ACK_FREQUENCY = 0x1F  # (draft-ietf-quic-ack-frequency: the sender sets the ACK delay)
 DATAGRAM = 0x30
 
 STREAM_HEADER = struct.Struct("!BIQH")  # type, stream id, offset, length
@@ -47,6 +48,7 @@ _STREAM_U64 = struct.Struct("!BIQ")
 _U32 = struct.Struct("!BI")
 _DATAGRAM = struct.Struct("!BH")
 _CLOSE = struct.Struct("!BIH")
+_ACK_FREQUENCY = struct.Struct("!BII")  # type, sequence, requested delay (us)
 MAX_REASON = 400
 
 DATAGRAM_HEADER_SIZE = _DATAGRAM.size
@@ -152,6 +154,21 @@ class StreamDataBlocked:
 
 
 @dataclass(frozen=True, slots=True)
+class AckFrequency:
+    """How long the receiver may hold an acknowledgement back (at most its own
+    max_ack_delay): the sender asks for a fraction of its round trip, so that on a short
+    path a lone packet's ACK is not held for longer than the path takes to cross.
+    ``sequence`` orders requests, since a resent old one may arrive after a newer one."""
+
+    sequence: int
+    delay: float  # seconds
+
+    def encode(self) -> bytes:
+        delay = min(max(round(self.delay * 1e6), 0), 0xFFFFFFFF)
+        return _ACK_FREQUENCY.pack(ACK_FREQUENCY, self.sequence, delay)
+
+
+@dataclass(frozen=True, slots=True)
 class DatagramFrame:
     data: bytes | memoryview
 
@@ -188,6 +205,7 @@ Frame = (
     | MaxStreams
     | DataBlocked
     | StreamDataBlocked
+    | AckFrequency
     | DatagramFrame
     | ConnectionClose
 )
@@ -307,6 +325,11 @@ def _stream_data_blocked(view: memoryview, at: int) -> tuple[Frame, int]:
     return StreamDataBlocked(stream_id, limit), at + _STREAM_U64.size
 
 
+def _ack_frequency(view: memoryview, at: int) -> tuple[Frame, int]:
+    _, sequence, delay = _ACK_FREQUENCY.unpack_from(view, at)
+    return AckFrequency(sequence, delay / 1e6), at + _ACK_FREQUENCY.size
+
+
 def _datagram(view: memoryview, at: int) -> tuple[Frame, int]:
     length = _DATAGRAM.unpack_from(view, at)[1]
     start = at + _DATAGRAM.size
@@ -337,6 +360,7 @@ _PARSERS = {
     MAX_STREAMS: _max_streams,
     DATA_BLOCKED: _data_blocked,
     STREAM_DATA_BLOCKED: _stream_data_blocked,
+    ACK_FREQUENCY: _ack_frequency,
     DATAGRAM: _datagram,
     CONNECTION_CLOSE: _close,
 }

@@ -8,7 +8,8 @@ the probes a PTO asks for (RFC 9002 6.2.4).
 
 Each sent packet's record (the token ``Recovery`` hands back) lists its frames as tuples:
 ``(STREAM_RECORD, send_half, start, end, fin)``, ``(ACK_RECORD, largest)`` or
-``(CONTROL_RECORD, key)``; datagrams and PINGs are never resent.
+``(CONTROL_RECORD, key, frame)`` or ``(PROBE_RECORD, size)`` (a path MTU probe,
+peer.transport.pmtu); datagrams and PINGs are never resent.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from collections.abc import Iterable
 from peer.transport import frames as f
 from peer.transport.acks import AckTracker
 from peer.transport.config import TransportConfig
-from peer.transport.events import StreamSent, StreamWritable, TransportEvent
+from peer.transport.events import TransportEvent
+from peer.transport.pmtu import MtuSearch
 from peer.transport.recovery import Recovery
 from peer.transport.state import ConnectionState
 from peer.transport.streams import ReceiveHalf, SendHalf
 
-STREAM_RECORD, ACK_RECORD, CONTROL_RECORD = 0, 1, 2
+STREAM_RECORD, ACK_RECORD, CONTROL_RECORD, PROBE_RECORD = 0, 1, 2, 3
 ControlKey = tuple[int, int]  # (frame type, stream id or 0)
 _PING = b"\x01"
+CLOSE_COPIES = 3
+ACK_ONLY_RUN = 10
 _STREAM_ROOM = f.STREAM_HEADER.size + 16  # less room than this left: no stream frame
 
 
@@ -55,10 +59,18 @@ class PacketBuilder(ABC):
         self._datagrams: deque[bytes] = deque()
         self._datagram_bytes = 0
         self._ping = False
+        self._ack_only_run = 0  # packets in a row that carried only an ACK
+        self._mtu = MtuSearch(config.max_packet_size, config.max_probed_packet_size)
         self._probes = 0
         self._paced_until: float | None = None
         self._waiting_since: float | None = None
         self._data_blocked_at = -1
+        # ACK delay (draft-ietf-quic-ack-frequency): what we may hold an ACK back (the
+        # peer asks for less on a short path), and what we asked of the peer.
+        self._ack_delay = config.max_ack_delay
+        self._ack_frequency_in = -1  # the newest request's sequence number
+        self._ack_frequency_out = 0
+        self._requested_ack_delay = config.recovery.max_ack_delay
 
     # ------------------------------------------------------------------ timers
 
@@ -90,11 +102,22 @@ class PacketBuilder(ABC):
         if self.state is ConnectionState.CLOSING:
             self.state = ConnectionState.CLOSED
             self._recovery.discard()
-            close = f.ConnectionClose(self.close_code, self.close_reason)
-            return [f.encode_packet(self._next_number, [close])]
+            frames: list[f.Frame] = []
+            acks = self._acks
+            if acks.ranges:  # (the peer's last data is acknowledged, or its drain fails)
+                count = min(len(acks.ranges), 16)
+                ranges = acks.descending()[:count]
+                frames.append(f.AckFrame(ranges, max(0.0, now - acks.largest_at)))
+            frames.append(f.ConnectionClose(self.close_code, self.close_reason))
+            # Nothing is resent after a close, so it goes three times (sealed apart): a
+            # lossy path still hears of it at once rather than after a keepalive timeout.
+            return [f.encode_packet(self._next_number, frames)] * CLOSE_COPIES
         out: list[bytes] = []
         recovery = self._recovery
-        size = self.config.max_packet_size
+        probe_size = self._mtu.next_probe()
+        if probe_size is not None and recovery.rtt.has_sample:
+            out.append(self._mtu_probe(probe_size, now))
+        size = self._mtu.size
         self._paced_until = None
         while True:
             acks = self._acks
@@ -119,7 +142,7 @@ class PacketBuilder(ABC):
     def _build(self, now: float, eliciting_allowed: bool, probe: bool) -> bytes | None:
         number = self._next_number
         parts = [f.PACKET_HEADER.pack(f.PACKET, number)]
-        room = self.config.max_packet_size - f.PACKET_HEADER.size
+        room = self._mtu.size - f.PACKET_HEADER.size
         records: list[tuple[object, ...]] = []
         acks = self._acks
         if acks.ranges and (acks.eliciting or acks.due_now):
@@ -165,12 +188,19 @@ class PacketBuilder(ABC):
                 eliciting = True
                 if send.lost or send.has_new():
                     sendable[stream_id] = None  # its next turn: after the others
+            # Every ACK_ONLY_RUN-th packet of ours that would carry only an ACK carries a
+            # PING too (RFC 9000 13.2.4): the peer's acknowledgement of it lets us stop
+            # reporting old ranges, and lets recovery forget our ACK-only packets.
+            ack_only = not eliciting and bool(records)
+            if ack_only and self._ack_only_run >= ACK_ONLY_RUN:
+                self._ping = True
             if self._ping or (probe and not eliciting):
                 parts.append(_PING)
                 self._ping = False
                 eliciting = True
         if not records and not eliciting:
             return None
+        self._ack_only_run = 0 if eliciting else self._ack_only_run + 1
         if probe and eliciting:
             self._probes -= 1
         self._next_number = number + 1
@@ -180,6 +210,19 @@ class PacketBuilder(ABC):
         )
         if eliciting and self._waiting_since is None:
             self._waiting_since = now
+        return packet
+
+    def _mtu_probe(self, size: int, now: float) -> bytes:
+        """A PING padded to ``size`` (RFC 8899 4.1): outside congestion control, so that
+        its loss, likely when the path cannot carry it, is no congestion signal."""
+        number = self._next_number
+        self._next_number = number + 1
+        header = f.PACKET_HEADER.pack(f.PACKET, number)
+        packet = header + _PING + bytes(size - len(header) - 1)
+        self._recovery.on_packet_sent(
+            number, size, now, ack_eliciting=True, in_flight=False, token=[(PROBE_RECORD, size)]
+        )
+        self._mtu.on_sent(size)
         return packet
 
     def _chunk(self, send: SendHalf, room: int) -> tuple[int, bytes, bool] | None:
@@ -242,7 +285,7 @@ class PacketBuilder(ABC):
             del self._control[key]
             parts.append(encoded)
             room -= len(encoded)
-            records.append((CONTROL_RECORD, key))
+            records.append((CONTROL_RECORD, key, frame))
             added = True
         return room, added
 
@@ -256,6 +299,8 @@ class PacketBuilder(ABC):
             return f.MaxStreams(self._local_limit)
         if kind == f.DATA_BLOCKED:
             return f.DataBlocked(self._send_limit)
+        if kind == f.ACK_FREQUENCY:
+            return f.AckFrequency(self._ack_frequency_out, self._requested_ack_delay)
         send, recv = self._send.get(stream_id), self._recv.get(stream_id)
         if kind == f.MAX_STREAM_DATA and recv is not None and recv.final_size is None:
             return f.MaxStreamData(stream_id, recv.limit)
@@ -281,31 +326,6 @@ class PacketBuilder(ABC):
 
     # ------------------------------------------------------------------ outcomes
 
-    def _on_ack(self, frame: f.AckFrame, now: float) -> None:
-        acked, lost = self._recovery.on_ack_received(frame.ranges, frame.delay, now)
-        if acked:
-            limit = self.config.send_buffer_limit
-            for token in acked:
-                for record in token:  # type: ignore[attr-defined]
-                    kind = record[0]
-                    if kind == STREAM_RECORD:
-                        send = record[1]
-                        was_done = send.done
-                        send.on_acked(record[2], record[3], record[4])
-                        if send.want_writable and send.buffered < limit:
-                            send.want_writable = False
-                            self._events.append(StreamWritable(send.stream_id))
-                        if send.done and not was_done:
-                            self._events.append(StreamSent(send.stream_id))
-                            self._forget(send.stream_id)
-                    elif kind == ACK_RECORD:
-                        self._acks.forget_through(record[1])
-                    else:
-                        self._control_acked(record[1])
-            self._waiting_since = now if self._recovery.bytes_in_flight else None
-        if lost:
-            self._on_lost(lost)
-
     def _on_lost(self, lost: Iterable[object]) -> None:
         for token in lost:
             for record in token:  # type: ignore[attr-defined]
@@ -317,17 +337,8 @@ class PacketBuilder(ABC):
                         self._schedule(send)
                 elif kind == CONTROL_RECORD:
                     self._control[record[1]] = None  # (built afresh, or dropped, when sent)
-
-    def _control_acked(self, key: ControlKey) -> None:
-        kind, stream_id = key
-        if kind == f.RESET_STREAM and (send := self._send.get(stream_id)) is not None:
-            if not send.reset_acked:
-                send.reset_acked = True
-                self._events.append(StreamSent(stream_id))
-            self._forget(stream_id)
-        elif kind == f.STOP_SENDING and (recv := self._recv.get(stream_id)) is not None:
-            recv.stop_sent = True
-            self._forget(stream_id)
+                elif kind == PROBE_RECORD:
+                    self._mtu.on_lost(record[1])
 
     @abstractmethod
     def _forget(self, stream_id: int) -> None:

@@ -15,69 +15,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from peer.errors import LocalProtocolError
 from peer.transport.congestion import CongestionKind, Pacer, make_congestion
+from peer.transport.recovery_config import RecoveryConfig
 
 __all__ = ["CongestionKind", "Recovery", "RecoveryConfig", "RttEstimator"]
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RecoveryConfig:
-    max_datagram_size: int = 1200
-    initial_rtt: float = 0.1  # before any sample (RFC 9002 says 333 ms for the internet;
-    # our peers have just measured each other's round trip while punching: far less)
-    max_ack_delay: float = 0.025
-    packet_threshold: int = 3
-    time_threshold: float = 9 / 8
-    granularity: float = 0.001
-    initial_window_packets: int = 10
-    minimum_window_packets: int = 2
-    persistent_congestion_threshold: int = 3
-    congestion: CongestionKind = CongestionKind.CUBIC
-    pacing: bool = True
-    probes: int = 2  # packets sent when a probe timeout fires (RFC 9002 6.2.4: 1 or 2)
-    # Random loss is not congestion (wireless, a lossy relay hop): a loss reduces the
-    # window only when the round trip shows a queue (the latest RTT above the minimum by
-    # a quarter, and at least queue_delay), or when more than loss_tolerance of a round
-    # trip's packets were lost. loss_tolerance=0 makes every loss count, as in RFC 9002.
-    loss_tolerance: float = 0.1
-    queue_delay: float = 0.004
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.congestion, CongestionKind):
-            raise LocalProtocolError(
-                f"congestion must be a CongestionKind, not {self.congestion!r}"
-            )
-        for name in (
-            "max_datagram_size",
-            "packet_threshold",
-            "initial_window_packets",
-            "minimum_window_packets",
-            "persistent_congestion_threshold",
-            "probes",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LocalProtocolError(f"{name} must be a positive integer, not {value!r}")
-        if self.max_datagram_size < 200:
-            raise LocalProtocolError("max_datagram_size must be at least 200")
-        if self.minimum_window_packets > self.initial_window_packets:
-            raise LocalProtocolError("minimum_window_packets must be <= initial_window_packets")
-        if self.probes > 2:
-            raise LocalProtocolError("probes must be 1 or 2 (RFC 9002 6.2.4)")
-        for name in ("initial_rtt", "granularity"):
-            if not 0 < getattr(self, name) < math.inf:
-                raise LocalProtocolError(f"{name} must be a positive number of seconds")
-        if not 0 <= self.max_ack_delay < math.inf:
-            raise LocalProtocolError("max_ack_delay must be >= 0 seconds")
-        if not 1 <= self.time_threshold < math.inf:
-            raise LocalProtocolError("time_threshold must be at least 1 (round trips)")
-        if not 0 <= self.loss_tolerance < 1:
-            raise LocalProtocolError("loss_tolerance must be in [0, 1)")
-        if not 0 <= self.queue_delay < math.inf:
-            raise LocalProtocolError("queue_delay must be >= 0 seconds")
+_LOSS_SAMPLE_PACKETS = 32  # fewer packets say little about the loss rate
+_MOST_USUAL_LOSS = 0.5  # past this, loss is congestion whatever the path did before
 
 
 class RttEstimator:
@@ -152,6 +98,9 @@ class Recovery:
         self._last_eliciting_time = 0.0
         self.pto_count = 0
         self._first_sample_at: float | None = None  # (persistent congestion needs one)
+        # How long the peer may hold an ACK back: our configured promise, until an
+        # ACK_FREQUENCY request for less is acknowledged (the connection sets it).
+        self.peer_ack_delay = config.max_ack_delay
         self._reset_loss_counts()
         self._update_pacer()
 
@@ -161,6 +110,12 @@ class Recovery:
         self._round_sent = 0
         self._previous_round_sent = 0  # (what is lost now was mostly sent then)
         self._round_lost = 0
+        # The smallest RTT sample of this round trip: a queue raises every sample of a
+        # round trip, a busy event loop or a delayed ACK only some.
+        self._round_min_rtt = math.inf
+        self._sample_sent = self._sample_lost = 0  # round trips not yet folded in
+        self._sample_queued = False
+        self.loss_rate = 0.0  # the moving average of the rounds' loss rates
         # The current run of consecutive packet numbers declared lost (persistent
         # congestion): the send time of its first ack-eliciting packet sent after the
         # first RTT sample, and the number that would continue it.
@@ -245,6 +200,8 @@ class Recovery:
             self.largest_acked = largest
             if largest >= self._round_end:  # a round trip is over: count afresh
                 self._round_end = newest + 1
+                self._learn_loss_rate()
+                self._round_min_rtt = math.inf
                 self._previous_round_sent = self._round_sent
                 self._round_sent = self._round_lost = 0
                 self._cc.on_round_start()
@@ -264,8 +221,11 @@ class Recovery:
         # ack-eliciting (else the peer may have held the ACK back as long as it liked).
         last = acked[-1]
         if last.number == largest and eliciting:
-            self.rtt.update(now - last.time, ack_delay, self.config.max_ack_delay)
-            cc.on_rtt_sample(self.rtt.latest_rtt)
+            rtt = self.rtt
+            rtt.update(now - last.time, ack_delay, self.peer_ack_delay)
+            if rtt.adjusted_rtt < self._round_min_rtt:
+                self._round_min_rtt = rtt.adjusted_rtt
+            cc.on_rtt_sample(rtt.latest_rtt)
             if self._first_sample_at is None:
                 self._first_sample_at = now
         if growth:
@@ -330,16 +290,43 @@ class Recovery:
             self._cc.on_persistent_congestion()
             self._run_start = None  # (collapsed once for this run)
 
+    def _learn_loss_rate(self) -> None:
+        """At the end of a round trip: add its packets and losses to the current sample;
+        once the sample holds _LOSS_SAMPLE_PACKETS (a short path's round trip may be a
+        handful), fold its loss rate into the path's usual one, unless one of its round
+        trips showed a queue (every RTT sample above the minimum by a round trip, or the
+        timer granularity on the fastest paths): losses a queue causes never become
+        usual."""
+        rtt = self.rtt
+        if self._round_min_rtt - rtt.min_rtt >= max(rtt.min_rtt, self.config.granularity):
+            self._sample_queued = True
+        self._sample_sent += self._previous_round_sent
+        self._sample_lost += self._round_lost
+        if self._sample_sent < _LOSS_SAMPLE_PACKETS:
+            return
+        if not self._sample_queued:
+            rate = min(self._sample_lost / self._sample_sent, 1.0)
+            self.loss_rate += (rate - self.loss_rate) / 8
+        self._sample_sent = self._sample_lost = 0
+        self._sample_queued = False
+
     def _congested(self) -> bool:
         """Do the losses just seen mean a full queue, rather than a lossy link?"""
         config, rtt = self.config, self.rtt
-        if not rtt.has_sample:
+        if not rtt.has_sample or not config.loss_tolerance:
             return True
-        queue = rtt.adjusted_rtt - rtt.min_rtt
+        # (The smoothed RTT too: a queue raises both, one late sample, a busy event loop
+        # on either side, only the latest.)
+        queue = min(rtt.adjusted_rtt, rtt.smoothed_rtt) - rtt.min_rtt
         if queue >= max(rtt.min_rtt / 4, config.queue_delay):
             return True
-        sent = max(self._round_sent + self._previous_round_sent, 1)
-        return self._round_lost > config.loss_tolerance * sent
+        lost = self._round_lost
+        if lost < config.loss_min_packets:
+            return False
+        # (A floor, so that a few losses of a small window are not read as a rate.)
+        sent = max(self._round_sent + self._previous_round_sent, _LOSS_SAMPLE_PACKETS)
+        usual = min(2 * self.loss_rate, _MOST_USUAL_LOSS)
+        return lost > max(config.loss_tolerance, usual) * sent
 
     def _persistent_duration(self) -> float:
         """RFC 9002 7.6.1: losses spanning longer than this, none acknowledged between."""
@@ -349,7 +336,7 @@ class Recovery:
 
     def _pto_base(self) -> float:
         rtt, config = self.rtt, self.config
-        return rtt.smoothed_rtt + max(4 * rtt.rttvar, config.granularity) + config.max_ack_delay
+        return rtt.smoothed_rtt + max(4 * rtt.rttvar, config.granularity) + self.peer_ack_delay
 
     def pto_deadline(self) -> float | None:
         """When the probe timeout fires (6.2.1), doubling with each unanswered one."""

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from peer.transport.config import TransportConfig
 from peer.transport.connection import TransportConnection
-from peer.transport.events import TransportEvent
+from peer.transport.events import StreamOpened, TransportEvent
 
 
 class Pair:
@@ -36,6 +36,17 @@ class Pair:
         self.events: dict[TransportConnection, list[TransportEvent]] = {self.a: [], self.b: []}
         self.sent_packets = 0
         self.on_event: Callable[[TransportConnection, TransportEvent], None] | None = None
+        # drop(sender, packet): True loses that packet (a test's chosen losses).
+        self.drop: Callable[[TransportConnection, bytes], bool] | None = None
+
+    def read_stream(self, stream: int, into: bytearray) -> bool:
+        """Move what b can read of a's ``stream`` into ``into``; True at its end (a
+        ``run`` condition: False until b has heard of the stream)."""
+        if not any(isinstance(event, StreamOpened) for event in self.events[self.b]):
+            return False
+        while self.b.readable(stream):
+            into.extend(self.b.read(stream))
+        return self.b.at_eof(stream)
 
     def peer_of(self, conn: TransportConnection) -> TransportConnection:
         return self.b if conn is self.a else self.a
@@ -49,6 +60,8 @@ class Pair:
                     departure = max(self.now, self._link_free[index]) + len(packet) / self.rate
                     self._link_free[index] = departure
                 if self.loss and self._rng.random() < self.loss:
+                    continue
+                if self.drop is not None and self.drop(conn, packet):
                     continue
                 self._seq += 1
                 heapq.heappush(self._wire, (departure + self.delay, self._seq, index, packet))

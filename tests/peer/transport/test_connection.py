@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from peer.transport import frames as f
 from peer.transport.config import MIB, TransportConfig
 from peer.transport.connection import TransportConnection
 from peer.transport.errors import (
@@ -262,3 +263,42 @@ def test_stalled_since_tells_how_long_the_peer_has_not_answered() -> None:
     started = pair.a.stalled_since
     pair.run(lambda: pair.now > 5, max_time=10)
     assert pair.a.stalled_since == started  # probes resent in vain do not reset it
+
+
+def test_on_a_short_path_a_lone_packet_is_acknowledged_within_the_round_trip() -> None:
+    # 0.4 ms of round trip: the sender asks for ACKs within a quarter of it (at least the
+    # 1 ms timer granularity) instead of the 25 ms max_ack_delay.
+    pair = Pair(delay=0.0002)
+    for _ in range(20):
+        pair.a.send_message(bytes(100))
+        pair.run(lambda: not pair.a.bytes_in_flight)
+    sent_at = pair.now
+    pair.a.send_message(b"alone")
+    pair.run(lambda: not pair.a.bytes_in_flight)
+    assert pair.now - sent_at < 0.002  # (25 ms before)
+
+
+def test_a_lost_window_update_is_sent_again_when_the_sender_says_it_is_blocked() -> None:
+    # b only acknowledges, so it has no round-trip sample of its own, and its probe timeout
+    # for a lost MAX_STREAM_DATA would start from the initial 100 ms; a's
+    # STREAM_DATA_BLOCKED brings the update back after one round trip instead.
+    config = TransportConfig(initial_max_stream_data=64 * 1024, initial_max_data=MIB)
+    pair = Pair(config, delay=0.001)
+    stream = pair.a.open_stream()
+    pair.a.write(stream, bytes(200 * 1024), end_stream=True)
+    dropped: list[float] = []
+
+    def drop_first_update(sender: TransportConnection, packet: bytes) -> bool:
+        if sender is not pair.b or dropped:
+            return False
+        if any(isinstance(frame, f.MaxStreamData) for frame in f.parse_packet(packet)[1]):
+            dropped.append(pair.now)
+            return True
+        return False
+
+    pair.drop = drop_first_update
+    got = bytearray()
+
+    pair.run(lambda: pair.read_stream(stream, got), max_time=5.0)
+    assert dropped and len(got) == 200 * 1024
+    assert pair.now - dropped[0] < 0.05  # (above 0.3 s when it waited for the timeout)

@@ -22,6 +22,7 @@ ALL_FRAMES: list[f.Frame] = [
     f.MaxStreams(130),
     f.DataBlocked(1 << 20),
     f.StreamDataBlocked(8, 4096),
+    f.AckFrequency(3, 0.0015),
     f.DatagramFrame(b"unreliable"),
     f.ConnectionClose(0, "bye"),
 ]

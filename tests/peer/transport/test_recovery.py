@@ -201,6 +201,60 @@ def test_random_loss_without_a_queue_is_not_congestion_by_default() -> None:
         assert (recovery.congestion_window < initial) is reduced
 
 
+def _lossy_round(recovery: Recovery, first: int, now: float, lost_every: int) -> int:
+    """Send 100 packets from ``first`` at ``now``, acknowledge them 50 ms later but for
+    every ``lost_every``-th (never among the last three, so all are found lost at once);
+    no queue: every round trip takes 50 ms. Returns the next packet number."""
+    numbers = range(first, first + 100)
+    _send(recovery, numbers, now, size=100)
+    lost = {n for n in numbers if (n - first) % lost_every == 1}
+    ranges: list[tuple[int, int]] = []
+    for number in numbers:
+        if number in lost:
+            continue
+        if ranges and ranges[-1][1] == number - 1:
+            ranges[-1] = (ranges[-1][0], number)
+        else:
+            ranges.append((number, number))
+    recovery.on_ack_received(list(reversed(ranges)), 0.0, now + 0.05)
+    return first + 100
+
+
+def test_a_loss_rate_the_path_always_had_is_not_congestion() -> None:
+    recovery = Recovery(RecoveryConfig())
+    number, now = 0, 0.0
+    # 17% lost every round trip, with no queue: over loss_tolerance at first...
+    for _ in range(30):
+        number = _lossy_round(recovery, number, now, lost_every=6)
+        now += 0.06
+    assert 0.12 < recovery.loss_rate < 0.2
+    # ... then usual: the window stops shrinking.
+    settled = recovery.congestion_window
+    for _ in range(10):
+        number = _lossy_round(recovery, number, now, lost_every=6)
+        now += 0.06
+    assert recovery.congestion_window >= settled
+    # Half the packets lost in one round trip is more than the path ever did: congestion.
+    before = recovery.congestion_window
+    _lossy_round(recovery, number, now, lost_every=2)
+    assert recovery.congestion_window < before
+
+
+def test_a_few_losses_in_a_small_window_are_not_a_rate() -> None:
+    for minimum, reduced in ((4, False), (1, True)):
+        config = RecoveryConfig(
+            congestion=CongestionKind.RENO, loss_tolerance=0.05, loss_min_packets=minimum
+        )
+        recovery = Recovery(config)
+        _send(recovery, range(10), 0.0, size=100)
+        initial = recovery.congestion_window
+        # Two lost of ten: over loss_tolerance even of the 32 packets a rate is counted
+        # over at least, but fewer than loss_min_packets.
+        _, lost = recovery.on_ack_received([(9, 9), (7, 7), (5, 5), (0, 3)], 0.0, 0.05)
+        assert lost == [4, 6]
+        assert (recovery.congestion_window < initial) is reduced
+
+
 def test_acknowledgements_grow_the_window_only_when_it_was_the_limit() -> None:
     # Application-limited: one packet per round trip never proves a larger window.
     recovery = Recovery(STRICT)
