@@ -23,9 +23,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from peer.errors import LocalProtocolError
+from peer.candidates import sensible_introduction
+from peer.errors import LocalProtocolError, PeerError
 from peer.events import (
     AgentEvent,
     Allocated,
@@ -47,8 +49,11 @@ from peer.routes import DIRECT, RELAY, TCP, ExtraSocket, ThroughRelay, Transmit,
 from peer.session import PeerSession, SessionConfig
 from peer.turn_client import TurnClient, TurnClientConfig, TurnState
 from rvproto.keys import PublicKeyError
+from rvproto.names import is_canonical
 from stunproto.attributes import Address
 from stunproto.channel_data import is_channel_data
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,7 +271,17 @@ class PeerAgent:
             self._events.append(event)
 
     def _introduce(self, event: Introduced, now: float) -> None:
-        intro = event.introduction
+        intro = sensible_introduction(event.introduction, self.rendezvous.public_endpoint)
+        if intro is None:
+            log.warning("introduction_refused", reason="its public endpoint is not probed")
+            return
+        if intro is not event.introduction:
+            event = Introduced(intro, event.received_at)
+        if not is_canonical(intro.name):
+            # The rendezvous only introduces canonical names (rvproto.names); anything else
+            # is a broken or hostile server, and never reaches a pin or a session.
+            log.warning("introduction_refused", peer=repr(intro.name), reason="not a name")
+            return
         if self._known is not None:
             verdict = self._known.check(intro.name, intro.public_key)
             if verdict is Verdict.CHANGED:
@@ -279,8 +294,8 @@ class PeerAgent:
                     self._collect(live, now)
                 self._events.append(SessionClosed(intro.name, str(error)))
                 return
-            if verdict is Verdict.NEW:
-                self._known.remember(intro.name, intro.public_key)
+            # A NEW key is pinned once the handshake has proved it (_collect), not on the
+            # server's word alone.
         previous = self.sessions.get(intro.name)
         if previous is not None:
             previous.close(now, "replaced by a new introduction")
@@ -312,11 +327,24 @@ class PeerAgent:
             if address is not None and not self.turn.has_permission(address[0], now):
                 self.turn.create_permission(address[0], now)
 
+    def _pin(self, session: PeerSession) -> None:
+        """The handshake proved the peer holds the key it was introduced with: pin it
+        (trust on first use; a CHANGED key never got this far)."""
+        if self._known is None:
+            return
+        intro = session.introduction
+        try:
+            if self._known.check(intro.name, intro.public_key) is Verdict.NEW:
+                self._known.remember(intro.name, intro.public_key)
+        except PeerError as exc:  # (an unwritable pin file: said once, the session goes on)
+            log.warning("pin_failed", peer=intro.name, error=str(exc))
+
     def _collect(self, session: PeerSession, now: float) -> None:
         while (event := session.next_event()) is not None:
             self._events.append(event)
             if isinstance(event, Connected):
                 self.rendezvous.report(event.peer, str(event.path), event.elapsed)
+                self._pin(session)
             if isinstance(event, Connected | PathChanged) and event.path is PathKind.RELAY:
                 self._permit(session, now)
             elif isinstance(event, SessionClosed) and self.sessions.get(session.peer) is session:

@@ -7,9 +7,41 @@ carries one JSON object per line instead (README, "Chat between two peers behind
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any, TextIO
 
 MIB = 1024 * 1024
+
+
+def shown(text: str) -> str:
+    """``text`` safe for a terminal: control characters (escape sequences, a carriage
+    return or a newline that would forge another line) and bidirectional overrides are
+    printed escaped (``\x1b``, ``\n``, ``\u202e``); tabs and everything else as they are."""
+    if text.isprintable():
+        return text
+    return "".join(_escaped(char) if _unsafe(char) else char for char in text)
+
+
+# Controls, line and paragraph separators, lone surrogates; and the bidirectional controls
+# that reorder what follows them (other format characters, a zero-width joiner in an emoji,
+# are harmless).
+_UNSAFE = frozenset({"Cc", "Zl", "Zp", "Cs"})
+_BIDI = frozenset(
+    "\u061c\u200e\u200f" + "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+)
+
+
+def _unsafe(char: str) -> bool:
+    return char != "\t" and (unicodedata.category(char) in _UNSAFE or char in _BIDI)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if char == "\n":
+        return "\\n"
+    if char == "\r":
+        return "\\r"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class ChatOutput:
@@ -23,7 +55,7 @@ class ChatOutput:
         if self.json:
             print(json.dumps({"event": event, **fields}), file=self.stdout, flush=True)
         else:
-            print(text, file=self.stderr, flush=True)
+            print(shown(text), file=self.stderr, flush=True)
 
     def message(self, sender: str, text: str) -> None:
         if self.json:
@@ -31,7 +63,7 @@ class ChatOutput:
             line = json.dumps({"event": "message", "peer": sender, "from": sender, "text": text})
             print(line, file=self.stdout, flush=True)
         else:
-            print(f"{sender}: {text}", file=self.stdout, flush=True)
+            print(f"{shown(sender)}: {shown(text)}", file=self.stdout, flush=True)
 
     def connected(
         self, peer: str, path: str, remote: str, seconds: float, note: str | None

@@ -32,10 +32,11 @@ from peer.adapters.peer import PeerConfig
 from peer.adapters.punch_socket import PunchSocket
 from peer.chat import ChatOptions, run_chat
 from peer.errors import PeerError, ServerUnreachable
-from peer.identity import Identity, IdentityError, load_or_create
-from peer.known_peers import KnownPeers, KnownPeersError, name_problem
+from peer.identity import Identity, IdentityError, fingerprint, load_or_create
+from peer.known_peers import KnownPeers, KnownPeersError
 from peer.startup import Transport
 from peer.transfer_cli import PeerSettings, ReceiveOptions, SendOptions, run_receive, run_send
+from rvproto.names import InvalidName, canonical_name
 from stunproto.attributes import Address
 
 INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C (SIGTERM: 143, 128 + its number too)
@@ -48,11 +49,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def peer_name(text: str) -> str:
-    """argparse type of a peer name: what the rendezvous accepts and a pin file can hold."""
-    problem = name_problem(text)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return text
+    """argparse type of a peer name: its canonical form ("Alice" is "alice",
+    rvproto.names), what the rendezvous accepts and a pin file holds."""
+    try:
+        return canonical_name(text)
+    except InvalidName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seconds(minimum: float, *, inclusive: bool) -> Callable[[str], float]:
@@ -150,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=POSITIVE_SECONDS, default=30.0, help="seconds to wait for the connection"
     )
     chat.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
+
+    keys = commands.add_parser("keys", help="list pinned peer keys with their fingerprints")
+    forget = commands.add_parser("forget", help="remove the pin of a peer (its next key is new)")
+    forget.add_argument("name", type=peer_name, help="the peer whose pin goes")
+    for pins in (keys, forget):
+        pins.add_argument("--known-peers", type=Path, default=default_config_dir() / "known_peers")
+        pins.add_argument("--json", action="store_true", help="one JSON object per line")
+        pins.add_argument("--verbose", "-v", action="store_true", help=argparse.SUPPRESS)
 
     send = commands.add_parser(
         "send",
@@ -334,7 +344,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
 
 
+def _pins(args: argparse.Namespace) -> int:
+    """``peer keys`` and ``peer forget NAME``: no server, no loop."""
+    try:
+        known = KnownPeers(args.known_peers)
+    except KnownPeersError as exc:
+        print(f"peer: --known-peers {exc}", file=sys.stderr)
+        return 2
+    if args.command == "keys":
+        for name, key in known.items():
+            shown = {"name": name, "fingerprint": fingerprint(key)}
+            print(json.dumps(shown) if args.json else f"{name} {shown['fingerprint']}")
+        return 0
+    try:
+        found = known.forget(args.name)
+    except OSError as exc:
+        print(f"peer: {args.known_peers}: {os_reason(exc)}", file=sys.stderr)
+        return 1
+    if not found:
+        print(f"peer: no pin for {args.name} in {args.known_peers}", file=sys.stderr)
+        return 1
+    print(
+        json.dumps({"event": "forgotten", "name": args.name})
+        if args.json
+        else f"forgot {args.name}"
+    )
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command in ("keys", "forget"):
+        return _pins(args)
     try:
         server = resolve_endpoint(*args.server)
         if args.command == "chat":

@@ -25,6 +25,7 @@ from pathlib import Path
 from natprobe.reach import os_reason
 from peer.errors import PeerError
 from peer.identity import PUBLIC_KEY_SIZE, fingerprint
+from rvproto.names import NAME_RULE, InvalidName, canonical_name, is_canonical
 
 __all__ = ["NAME_RULE", "KeyChanged", "KnownPeers", "KnownPeersError", "Verdict", "name_problem"]
 
@@ -54,30 +55,27 @@ class Verdict(enum.Enum):
     CHANGED = "changed"
 
 
-# The rendezvous refuses longer names (rendezvous.login.MAX_NAME_BYTES); whitespace and
-# control characters would break this file's lines, and "#" starts a comment in it.
-MAX_NAME_BYTES = 64
-NAME_RULE = (
-    f"a peer name is 1 to {MAX_NAME_BYTES} bytes of UTF-8: printable characters, no "
-    "whitespace, not starting with '#'"
-)
-
-
 def name_problem(name: object) -> str | None:
-    """None for a name a peer may log in and be pinned under; else what is wrong with it
-    and the rule ("peer name 'aaaa...' is 100 bytes long; a peer name is 1 to 64 ...")."""
-    if not isinstance(name, str) or not name:
+    """None for a name a peer may log in and be pinned under (in any case: "Alice" is
+    "alice", rvproto.names); else what is wrong with it and the rule, in one line."""
+    if not isinstance(name, str):
         return f"no peer name; {NAME_RULE}"
-    shown = repr(name if len(name) <= 24 else name[:20] + "...")
     try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        return f"peer name {shown} is not valid UTF-8; {NAME_RULE}"
-    if size > MAX_NAME_BYTES:
-        return f"peer name {shown} is {size} bytes long; {NAME_RULE}"
-    if name.startswith("#") or any(c.isspace() or not c.isprintable() for c in name):
-        return f"peer name {shown} is not allowed; {NAME_RULE}"
+        canonical_name(name)
+    except InvalidName as exc:
+        return str(exc)
     return None
+
+
+def _line_name(line: str) -> str | None:
+    """The canonical name a pin line is for (None: a comment, blank, or no name)."""
+    fields = line.split()
+    if not fields or fields[0].startswith("#"):
+        return None
+    try:
+        return canonical_name(fields[0])
+    except InvalidName:
+        return None
 
 
 def _decode_key(text: str) -> bytes | None:
@@ -114,7 +112,11 @@ class KnownPeers:
             fields = stripped.split()
             if len(fields) != 2:
                 raise KnownPeersError(f"{self.path}:{lineno}: expected 'NAME BASE64KEY'")
-            name, encoded = fields
+            written, encoded = fields
+            try:
+                name = canonical_name(written)  # (a pin from before names were folded)
+            except InvalidName as exc:
+                raise KnownPeersError(f"{self.path}:{lineno}: {exc}") from None
             key = _decode_key(encoded)
             if key is None:
                 raise KnownPeersError(
@@ -180,12 +182,9 @@ class KnownPeers:
 
     def remember(self, name: str, public_key: bytes) -> None:
         """Append a pin (file created 0600, directory 0700). Never overwrites a pin."""
-        if not name or name.startswith("#") or any(c.isspace() for c in name):
-            # (What a line of the file can hold; the rendezvous vouched for the name.)
-            raise KnownPeersError(
-                f"peer name {name!r} cannot be pinned: it must be non-empty, without "
-                "whitespace, not starting with '#'"
-            )
+        if not is_canonical(name):
+            # (What the rendezvous introduces, and what a line of the file can hold.)
+            raise KnownPeersError(f"cannot pin {name!r}: {name_problem(name) or 'not canonical'}")
         if len(public_key) != PUBLIC_KEY_SIZE:
             raise KnownPeersError(f"a peer key is {PUBLIC_KEY_SIZE} bytes, not {len(public_key)}")
         pinned = self._pins.get(name)
@@ -212,12 +211,16 @@ class KnownPeers:
             f.seek(-1, os.SEEK_END)
             return f.read(1) == b"\n"
 
+    def items(self) -> list[tuple[str, bytes]]:
+        """Every pin, (name, key), sorted by name."""
+        return sorted(self._pins.items())
+
     def forget(self, name: str) -> bool:
         """Drop every pin for ``name``, keeping other lines; atomic rewrite. True if found."""
         if name not in self._pins:
             return False
         lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [ln for ln in lines if ln.split()[:1] != [name]]
+        kept = [ln for ln in lines if _line_name(ln) != name]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

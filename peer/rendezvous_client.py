@@ -24,7 +24,6 @@ from peer.events import (
     RvEvent,
     TurnCredentials,
 )
-from peer.known_peers import name_problem
 from peer.relogin import Backoff, BackoffConfig, Reachability
 from peer.rendezvous_requests import (
     ConnectRequest,
@@ -44,6 +43,7 @@ from rvproto.messages import (
     parse_rv,
     rv_message,
 )
+from rvproto.names import InvalidName, canonical_name
 from stunproto import AttrType, ErrorCode, MessageClass, StunDecodeError, StunMessage
 from stunproto.attributes import Address
 from stunproto.client import ResponseReceived, RetransmitPolicy, StunClient, TransactionTimedOut
@@ -74,8 +74,10 @@ class RendezvousClientConfig:
     relogin: BackoffConfig = field(default_factory=BackoffConfig)  # after a lost registration
 
     def __post_init__(self) -> None:
-        if (problem := name_problem(self.name)) is not None:
-            raise LocalProtocolError(problem)  # (the server would refuse it less clearly)
+        try:  # (the server takes canonical names only: "Alice" logs in as "alice")
+            object.__setattr__(self, "name", canonical_name(self.name))
+        except InvalidName as exc:
+            raise LocalProtocolError(str(exc)) from None
 
 
 class RendezvousClient:
@@ -112,6 +114,7 @@ class RendezvousClient:
         self._start(request, now, LoginRequest())
 
     def connect(self, name: str, now: float) -> None:
+        """An introduction to ``name``, canonical (rvproto.names; the server refuses others)."""
         if self.state is not LoginState.LOGGED_IN:
             if not self.reachability.ever_online:
                 raise LocalProtocolError("log in before connecting")

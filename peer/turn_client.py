@@ -345,6 +345,8 @@ class TurnClient:
     def _lose(self, reason: str) -> None:
         self._cancel_all()
         self._clear_leases()
+        # (No stale address: callers test ``relayed`` before asking for permissions.)
+        self.relayed = self.mapped = None
         self.state = TurnState.EXPIRED
         self._events.append(AllocationExpired(reason))
 

@@ -26,6 +26,9 @@ from stunproto import AttrType, ChangeRequest, MessageClass, Method, StunDecodeE
 from stunproto.attributes import Address, is_comprehension_required
 from stunproto.message import MAGIC_COOKIE, encode_attribute
 
+# What an answer's other attributes leave of a 65,507-byte UDP payload, with room to spare.
+MAX_ECHOED_PADDING = 65_000
+
 log = structlog.get_logger()
 
 # Attributes a Binding request may carry that we understand (comprehension-required range).
@@ -226,8 +229,9 @@ class BindingService:
                 attrs.append((AttrType.OTHER_ADDRESS, other))
         padding = request.get(AttrType.PADDING)
         if padding is not None:
-            # RFC 5780 section 7.6: echo the same amount, never more than the request carried.
-            attrs.append((AttrType.PADDING, bytes(len(padding))))
+            # RFC 5780 section 7.6: echo the same amount, never more than the request carried,
+            # and never so much that the answer outgrows a datagram (or STUN's 16 bits).
+            attrs.append((AttrType.PADDING, bytes(min(len(padding), MAX_ECHOED_PADDING))))
         if self.config.software and not request.legacy:
             # RFC 3489 parsers (pystun3, Vovida stun) assume 4-aligned attribute lengths.
             attrs.append((AttrType.SOFTWARE, self.config.software))

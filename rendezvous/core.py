@@ -38,6 +38,7 @@ from rendezvous.routes import ClientVia, TcpConnection, Transmit, UdpSocket, add
 from rendezvous.turn_config import TurnConfig, is_turn_datagram
 from rendezvous.turn_server import TurnServer
 from rvproto.messages import is_rv_datagram
+from stunproto import StunError
 from stunproto.attributes import Address
 
 log = structlog.get_logger()
@@ -71,6 +72,8 @@ class RendezvousCore:
         )
         self._wall_offset = wall_offset
         self._out: list[Transmit] = []
+        self._failures = 0  # datagrams dropped because handling them raised (a bug)
+        self._failure_logged_at = -1.0
 
     @property
     def local_addresses(self) -> tuple[Address, ...]:
@@ -91,7 +94,26 @@ class RendezvousCore:
         return self.binding.responder(local)
 
     def receive_datagram(self, data: bytes, source: Address, via: ClientVia, now: float) -> None:
-        """A datagram (or a TCP message) from a client at ``source`` that came by ``via``."""
+        """A datagram (or a TCP message) from a client at ``source`` that came by ``via``.
+        Never raises for what arrives: a datagram that trips a bug is dropped and logged
+        (at most once a second, with how many were dropped since), and the next one is
+        served as if it never came."""
+        try:
+            self._receive(data, source, via, now)
+        except StunError:
+            pass  # (malformed, or an answer that cannot be encoded: nothing to send)
+        except Exception as exc:  # containment: one datagram never takes the server down
+            self._failures += 1
+            if now >= self._failure_logged_at + 1.0:
+                self._failure_logged_at = now
+                log.error(
+                    "datagram_failed",
+                    source=address_text(source),
+                    error=f"{type(exc).__name__}: {exc}",
+                    failures=self._failures,
+                )
+
+    def _receive(self, data: bytes, source: Address, via: ClientVia, now: float) -> None:
         turn = self.turn
         if turn is not None and is_turn_datagram(data):
             self._out += turn.handle(data, source, via, now, now + self._wall_offset)

@@ -18,7 +18,7 @@ import structlog
 
 from rendezvous.answers import AnswerCache, error_answer
 from rendezvous.binding import StunServiceConfig
-from rendezvous.login import MAX_NAME_BYTES, LoginChecker, LoginRefusal
+from rendezvous.login import LoginChecker, LoginRefusal
 from rendezvous.registry import NameRegistry
 from rendezvous.routes import ClientVia, Transmit, address_text
 from rendezvous.turn_auth import rest_credentials
@@ -32,6 +32,7 @@ from rvproto.messages import (
     parse_rv,
     rv_message,
 )
+from rvproto.names import is_canonical
 from stunproto import AttrType, MessageClass, StunDecodeError, StunMessage
 from stunproto.attributes import Address
 from stunproto.client import RetransmitPolicy, StunClient
@@ -273,7 +274,7 @@ class IntroductionService:
         if caller is None:
             return error_answer(message, ErrorCodes.UNAUTHORIZED, "log in again")
         target_name = message.get(RvAttr.PEER_NAME)
-        if not isinstance(target_name, str) or len(target_name.encode()) > MAX_NAME_BYTES:
+        if not is_canonical(target_name):  # (the client folds it: rvproto.names)
             return error_answer(message, ErrorCodes.BAD_REQUEST, "bad peer name")
         target = self.online(target_name, now)
         if target is None or target is caller:

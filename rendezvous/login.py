@@ -19,12 +19,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rendezvous.routes import address_text
 from rvproto.keys import ed25519_to_x25519_public
 from rvproto.messages import ErrorCodes, RvAttr, signature_input
+from rvproto.names import NAME_RULE, InvalidName, canonical_name, is_canonical
 from stunproto import AttrType, StunDecodeError, StunMessage
 from stunproto.attributes import Address
 
 log = structlog.get_logger()
 
-MAX_NAME_BYTES = 64
 MAX_TEXT_BYTES = 32  # NAT-TYPE: a short word; anything longer would amplify
 
 
@@ -58,9 +58,8 @@ class LoginChecker:
         up its challenge."""
         name = message.get(RvAttr.PEER_NAME)
         key = message.get(RvAttr.PUBLIC_KEY)
-        if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME_BYTES:
-            rule = f"a peer name must be 1 to {MAX_NAME_BYTES} bytes of UTF-8"
-            return LoginRefusal(ErrorCodes.BAD_REQUEST, rule)
+        if not isinstance(name, str) or not is_canonical(name):
+            return LoginRefusal(ErrorCodes.BAD_REQUEST, _name_refusal(name))
         if not isinstance(key, bytes):
             return LoginRefusal(ErrorCodes.BAD_REQUEST, "a public key is required")
         challenge = message.get(RvAttr.CHALLENGE)
@@ -115,3 +114,15 @@ def _only_fingerprint_after_signature(message: StunMessage) -> bool:
         return True  # the signature check itself refuses it
     after = kinds[kinds.index(RvAttr.SIGNATURE) + 1 :]
     return all(kind == AttrType.FINGERPRINT for kind in after)
+
+
+def _name_refusal(name: object) -> str:
+    """Why a name cannot log in: no canonical form, or not sent in it (the client folds
+    the name before signing it: rvproto.names)."""
+    if not isinstance(name, str):
+        return f"no peer name; {NAME_RULE}"
+    try:
+        canonical = canonical_name(name)
+    except InvalidName as exc:
+        return str(exc)
+    return f"log in as {canonical!r}, the canonical form of {name!r}"

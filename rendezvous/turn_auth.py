@@ -118,7 +118,8 @@ class TurnAuthenticator:
         expiry, _, mac = nonce.partition(".")
         if not 0 < len(expiry) <= 16 or not _HEX.issuperset(expiry):
             return False
-        if not hmac.compare_digest(mac, self._nonce_mac(expiry, source)):
+        # (On bytes: compare_digest refuses a str with non-ASCII characters, TypeError.)
+        if not hmac.compare_digest(mac.encode(), self._nonce_mac(expiry, source).encode()):
             return False
         return int(expiry, 16) / 1000 > now
 

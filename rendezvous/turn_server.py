@@ -43,6 +43,9 @@ log = structlog.get_logger()
 RequestHandler = Callable[[StunMessage, FiveTuple, Credentials, float], bytes]
 
 
+# A Data indication's payload at most: a 65,507-byte UDP payload less the STUN header, an
+# IPv6 XOR-PEER-ADDRESS and the DATA attribute's own header.
+MAX_INDICATED_DATA = 65_507 - 20 - 24 - 4
 SEND_INDICATION_TYPE = b"\x00\x16"  # method Send (0x006), class indication
 
 
@@ -111,6 +114,11 @@ class TurnServer:
             # ChannelData over UDP needs no padding (RFC 8656 section 12.5; a TCP adapter
             # pads it with stunproto.framing).
             out = encode_channel_data(number, data)
+        elif len(data) > MAX_INDICATED_DATA:
+            # (A peer datagram near 64 KB does not fit a Data indication's 16-bit length
+            # with an IPv6 XOR-PEER-ADDRESS: it is dropped, like any datagram too large.)
+            self.dropped += 1
+            return []
         else:
             indication = StunMessage(
                 Method.DATA,

@@ -6,7 +6,7 @@ from stunproto.attributes import (
     ChangeRequest,
     ErrorCode,
 )
-from stunproto.errors import FramingError, StunDecodeError, StunError
+from stunproto.errors import FramingError, StunDecodeError, StunEncodeError, StunError
 from stunproto.message import (
     MAGIC_COOKIE,
     MessageClass,
@@ -26,6 +26,7 @@ __all__ = [
     "MessageClass",
     "Method",
     "StunDecodeError",
+    "StunEncodeError",
     "StunError",
     "StunMessage",
     "is_stun",

@@ -12,6 +12,11 @@ class StunDecodeError(StunError, ValueError):
     """Bytes that are not a well-formed STUN message (or attribute value)."""
 
 
+class StunEncodeError(StunError, ValueError):
+    """A message that cannot be encoded: an attribute or the whole message longer than the
+    16-bit lengths of STUN allow (65,535 bytes)."""
+
+
 class FramingError(StunError, ValueError):
     """A byte stream (STUN over TCP) holds something that is neither STUN nor ChannelData.
 

@@ -18,7 +18,7 @@ from enum import IntEnum
 from typing import Any
 
 from stunproto.attributes import STUN_CODECS, AttrType, Codecs, decode_value, encode_value
-from stunproto.errors import StunDecodeError
+from stunproto.errors import StunDecodeError, StunEncodeError
 
 MAGIC_COOKIE = 0x2112A442
 _COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
@@ -96,6 +96,9 @@ def is_stun(data: bytes) -> bool:
 
 def _fingerprint(data: bytes) -> int:
     return (zlib.crc32(data) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
+
+
+MAX_LENGTH = 0xFFFF  # STUN's 16-bit message and attribute lengths
 
 
 def _with_length(header: bytes, length: int) -> bytes:
@@ -242,6 +245,15 @@ class StunMessage:
         header = (
             struct.pack("!HH", message_type(self.method, self.message_class), 0) + cookie_and_id
         )
+        computed = (
+            (24 if integrity_key is not None else 0)
+            + (36 if integrity_sha256_key is not None else 0)
+            + (8 if fingerprint else 0)
+        )
+        if len(body) + computed > MAX_LENGTH:
+            raise StunEncodeError(
+                f"message body of {len(body) + computed} bytes (STUN allows 65535)"
+            )
         if integrity_key is not None:
             signed = _with_length(header, len(body) + 24) + body
             body += _tlv(
@@ -270,6 +282,8 @@ _COMPUTED = frozenset(
 
 
 def _tlv(attr_type: int, value: bytes) -> bytes:
+    if len(value) > MAX_LENGTH:
+        raise StunEncodeError(f"attribute 0x{attr_type:04x} of {len(value)} bytes (at most 65535)")
     padding = -len(value) & 3
     return _TLV.pack(attr_type, len(value)) + value + b"\x00" * padding
 

@@ -63,6 +63,7 @@ from peer.startup import (
     plan_keepalives,
     start_failure,
 )
+from rvproto.names import InvalidName, canonical_name
 from stunproto.attributes import Address
 
 log = structlog.get_logger()
@@ -237,6 +238,10 @@ class Peer(AsyncLifecycle):
         ConnectionRefused when it closed it instead (busy, its backlog full)."""
         if self._agent is None:
             raise LocalProtocolError("connect before start: use 'async with Peer(...)'")
+        try:
+            name = canonical_name(name)  # ("Bob" is "bob": rvproto.names)
+        except InvalidName as exc:
+            raise LocalProtocolError(str(exc)) from None
         waiter = self._pending.wait(name)
         self._agent.connect(name, asyncio.get_running_loop().time())
         self._pump()

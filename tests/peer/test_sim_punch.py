@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from peer.birthday import BirthdayConfig
+from peer.errors import LocalProtocolError
 from peer.events import Connected, ConnectFailed, MessageReceived, PathKind, SessionClosed
 from peer.identity import Identity
 from peer.known_peers import KnownPeers, Verdict
+from peer.rendezvous_client import RendezvousClientConfig
 from peer.routes import ExtraSocket
 from peer.session import SessionConfig
 from tests.support.sim import IMPOSSIBLE, KINDS, build_world
@@ -134,6 +136,7 @@ def test_first_contact_pins_the_key(tmp_path) -> None:  # type: ignore[no-untype
 
 
 NO_BIRTHDAY = SessionConfig(birthday=BirthdayConfig(sockets=0, probes=0))
+NO_BIRTHDAY_QUICK = SessionConfig(birthday=BirthdayConfig(sockets=0, probes=0), punch_timeout=1.0)
 
 
 @pytest.mark.parametrize(
@@ -277,3 +280,27 @@ def test_port_prediction_against_a_sequential_symmetric_nat(hard_initiates: bool
     for peer in (world.a, world.b):
         connected = peer.first(Connected)
         assert isinstance(connected, Connected) and connected.path is PathKind.DIRECT
+
+
+def test_an_introduction_no_handshake_proved_pins_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Two symmetric NATs and no relay: introduced, but no handshake ever completes. The
+    # rendezvous's word alone (which a forged introduction would be) pins no key.
+    known = KnownPeers(tmp_path / "known_peers")
+    world = build_world(
+        "symmetric", "symmetric", known_peers={"alice": known}, session=NO_BIRTHDAY_QUICK
+    )
+    assert world.login()
+    world.a.agent.connect("bob", world.net.now)
+    world.net.wake()
+    assert world.net.run_until(lambda: world.a.has(SessionClosed), timeout=10)
+    assert not world.a.has(Connected)
+    assert known.check("bob", world.b.agent.config.rendezvous.public_key) is Verdict.NEW
+    assert not (tmp_path / "known_peers").exists()
+
+
+def test_a_name_is_folded_and_a_look_alike_refused_before_login() -> None:
+    server = ("192.0.2.1", 3478)
+    config = RendezvousClientConfig(server=server, name="Bob", public_key=bytes(32))
+    assert config.name == "bob"
+    with pytest.raises(LocalProtocolError, match="mixes scripts"):  # (a Cyrillic "o")
+        RendezvousClientConfig(server=server, name="b\u043eb", public_key=bytes(32))

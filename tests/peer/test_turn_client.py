@@ -275,6 +275,9 @@ def test_allocation_refreshed_before_expiry_then_lost_when_the_server_goes_quiet
     assert h.of(AllocationExpired) and h.client.state is TurnState.EXPIRED
     assert h.now >= 1140 and h.client.get_timer() is None
     assert not h.client.send(b"late", PEER, h.now)
+    # No stale relayed address: the agent asks for permissions only while there is one (a
+    # stale one once made every later introduction raise "allocate first").
+    assert h.client.relayed is None
 
 
 def test_short_lifetime_refreshes_half_way() -> None:

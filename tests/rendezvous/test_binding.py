@@ -13,7 +13,15 @@ from rendezvous.introductions import RendezvousConfig
 from rendezvous.ratelimit import RateLimit
 from rendezvous.registry import NameRegistry
 from rendezvous.routes import Transmit, UdpSocket
-from stunproto import AttrType, ChangeRequest, ErrorCode, MessageClass, Method, StunMessage
+from stunproto import (
+    AttrType,
+    ChangeRequest,
+    ErrorCode,
+    MessageClass,
+    Method,
+    StunEncodeError,
+    StunMessage,
+)
 from stunproto.message import new_transaction_id
 
 PRIMARY = ("203.0.113.10", 3478)
@@ -194,3 +202,26 @@ def _raw_lengths(data: bytes) -> list[bytes]:
         values.append(data[pos + 4 : pos + 4 + length])
         pos += 4 + length + (-length % 4)
     return values
+
+
+@pytest.mark.parametrize("client", [CLIENT, ("2001:db8::20", 40000)], ids=["ipv4", "ipv6"])
+def test_padding_that_would_overflow_the_answer_is_cut_not_a_crash(
+    client: tuple[str, int],
+) -> None:
+    # The largest request a datagram holds, nearly all PADDING: the echo (with the mapped,
+    # origin, other and software attributes beside it) once overflowed STUN's 16 bits.
+    request = _request((AttrType.PADDING, bytes(65_400)))
+    service = _service()
+    reply = _handle(service, request.encode(fingerprint=True), client, PRIMARY, 0.0)
+    assert reply is not None
+    assert len(reply.data) <= 65_507  # (a UDP payload)
+    parsed = StunMessage.parse(reply.data)
+    assert parsed.message_class is MessageClass.SUCCESS
+    assert 64_000 <= len(parsed.get(AttrType.PADDING)) <= 65_400
+
+
+def test_an_answer_too_large_to_encode_is_a_clear_error() -> None:
+    with pytest.raises(StunEncodeError, match="65535"):
+        _request((AttrType.PADDING, bytes(70_000))).encode()
+    with pytest.raises(StunEncodeError, match="65535"):
+        _request(*[(AttrType.PADDING, bytes(30_000))] * 3).encode()

@@ -325,3 +325,42 @@ def test_answers_and_introductions_go_by_the_route_of_the_login() -> None:
     to_bob = {t.via for t in wire.sent if t.destination == BOB_AT}
     to_alice = {t.via for t in wire.sent if t.destination == ALICE_AT}
     assert to_bob == {over_tcp} and to_alice == {VIA}
+
+
+def test_only_canonical_names_log_in_or_are_asked_for() -> None:
+    wire = Wire(make_service())
+    alice = logged_in(wire, "Alice", Identity.generate(), ALICE_AT)  # (folded: "alice")
+    assert wire.service.online("alice", 0.0) is not None
+    logged_in(wire, "bob", Identity.generate(), BOB_AT)
+    # A client that skips the folding asks for a name no one can have.
+    alice.connect("Bob", wire.now)
+    wire.run()
+    (failed,) = [e for e in events(alice) if isinstance(e, ConnectFailed)]
+    assert failed.code == 400 and "bad peer name" in failed.reason
+    # A login that sends a name in another form (bypassing the config) is told the form.
+    login = rv_message(
+        RvMethod.LOGIN,
+        MessageClass.REQUEST,
+        new_transaction_id(),
+        ((RvAttr.PEER_NAME, "Carol"), (RvAttr.PUBLIC_KEY, Identity.generate().public_key)),
+    )
+    answer = handle(wire.service, login.encode(), ("198.51.100.3", 40003), 0.0)
+    assert answer is not None
+    error = parse_rv(answer.data).get(AttrType.ERROR_CODE)
+    assert error.code == 400 and error.reason == "log in as 'carol', the canonical form of 'Carol'"
+    # Look-alikes and invisible characters have no canonical form at all.
+    for name, why in (
+        ("c\u0430rol", "mixes scripts"),
+        ("ca\u200brol", "U+200B"),
+        ("carol\x1b[2J", "U+001B"),
+    ):
+        login = rv_message(
+            RvMethod.LOGIN,
+            MessageClass.REQUEST,
+            new_transaction_id(),
+            ((RvAttr.PEER_NAME, name), (RvAttr.PUBLIC_KEY, Identity.generate().public_key)),
+        )
+        answer = handle(wire.service, login.encode(), ("198.51.100.3", 40003), 0.0)
+        assert answer is not None
+        error = parse_rv(answer.data).get(AttrType.ERROR_CODE)
+        assert error.code == 400 and why in error.reason and "\x1b" not in error.reason

@@ -175,7 +175,9 @@ def test_stale_foreign_and_garbage_nonces_get_438_with_a_fresh_nonce() -> None:
     other = Client(server, source=("198.51.100.8", 40000))
     other.nonce = client.nonce
     assert _code(other.send(Method.ALLOCATE, (AttrType.REQUESTED_TRANSPORT, 17), now=31.0)) == 438
-    for garbage in ("", "zz.zz", "ffffffffffffffffffff.00", "1." + "0" * 24):
+    # (A non-ASCII MAC once raised TypeError in the comparison, with valid integrity.)
+    garbage_nonces = ("", "zz.zz", "ffffffffffffffffffff.00", "1." + "0" * 24, "1.\u00e9\u00e9")
+    for garbage in garbage_nonces:
         other.nonce = garbage
         answer = other.send(Method.ALLOCATE, (AttrType.REQUESTED_TRANSPORT, 17), now=31.0)
         assert _code(answer) == 438
@@ -618,3 +620,18 @@ def test_a_tcp_client_and_a_udp_client_at_one_address_are_two_five_tuples() -> N
         # Relayed data goes back to each by its own route.
         (back,) = server.handle_relayed(relay, b"x", PEER, 1.0)
         assert back.via == client.via and back.destination == client.source
+
+
+def test_a_peer_datagram_too_large_for_a_data_indication_is_dropped() -> None:
+    # Up to 65,507 bytes may arrive on a relay socket; with an IPv6 XOR-PEER-ADDRESS the
+    # Data indication around the largest once overflowed STUN's 16-bit length.
+    server = _server(relay_ip="2001:db8::10")
+    client = Client(server, source=("2001:db8::20", 40000))
+    relay = _relayed(client.allocate())
+    peer = ("2001:db8::99", 5000)
+    assert _permit(client, peer).message_class is MessageClass.SUCCESS
+    dropped = server.dropped
+    assert server.handle_relayed(relay, bytes(65_500), peer, 1.0) == []
+    assert server.dropped == dropped + 1
+    (sent,) = server.handle_relayed(relay, bytes(65_000), peer, 1.0)
+    assert StunMessage.parse(sent.data).get(AttrType.DATA) == bytes(65_000)
