@@ -20,7 +20,7 @@ from rendezvous.binding import StunServiceConfig
 from rendezvous.errors import ConfigError
 from rendezvous.introductions import RendezvousConfig
 from rendezvous.ratelimit import RateLimit
-from rendezvous.registry import NameRegistry
+from rendezvous.registry import NameRegistry, RegistryError
 from rendezvous.turn_config import DEFAULT_DENIED_PEERS, TurnConfig
 from stunproto.attributes import Address
 
@@ -281,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(config, args.db, turn))
+    except RegistryError as exc:  # checked at start: a bad --db never serves "healthy"
+        print(f"rendezvous: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 1

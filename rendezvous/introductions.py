@@ -19,7 +19,7 @@ import structlog
 from rendezvous.answers import AnswerCache, error_answer
 from rendezvous.binding import StunServiceConfig
 from rendezvous.login import LoginChecker, LoginRefusal
-from rendezvous.registry import NameRegistry
+from rendezvous.registry import NameRegistry, RegistryError
 from rendezvous.routes import ClientVia, Transmit, address_text
 from rendezvous.turn_auth import rest_credentials
 from rvproto.messages import (
@@ -186,7 +186,15 @@ class IntroductionService:
         if isinstance(login, LoginRefusal):
             return error_answer(message, login.code, login.reason, *login.extra)
         name, key = login.name, login.public_key
-        if not self.registry.claim(name, key):
+        try:
+            owned = self.registry.claim(name, key)
+        except RegistryError as exc:
+            self._logins.unspend(message.get(RvAttr.CHALLENGE))
+            log.error("login_failed", name=name, error=str(exc))
+            return error_answer(
+                message, ErrorCodes.SERVER_ERROR, "the server cannot record logins now"
+            )
+        if not owned:
             log.warning(
                 "login_refused", name=name, source=address_text(source), reason="name taken"
             )

@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from rendezvous.routes import address_text
-from rvproto.keys import ed25519_to_x25519_public
+from rvproto.keys import check_public_key
 from rvproto.messages import ErrorCodes, RvAttr, signature_input
 from rvproto.names import NAME_RULE, InvalidName, canonical_name, is_canonical
 from stunproto import AttrType, StunDecodeError, StunMessage
@@ -85,8 +85,9 @@ class LoginChecker:
             return LoginRefusal(ErrorCodes.BAD_REQUEST, "NAT-TYPE too long")
         try:
             # Small-order and non-canonical keys verify forged signatures in some libraries
-            # and have no X25519 form for the peers' handshake: refuse them outright.
-            ed25519_to_x25519_public(key)
+            # and have no X25519 form for the peers' handshake: refuse them outright (a
+            # key off the curve fails the signature check itself).
+            check_public_key(key)
             Ed25519PublicKey.from_public_bytes(key).verify(
                 message.get(RvAttr.SIGNATURE) or b"", signature_input(message.raw)
             )
@@ -94,6 +95,11 @@ class LoginChecker:
             return LoginRefusal(ErrorCodes.UNAUTHORIZED, "bad signature")
         self._used[challenge] = issued + self._lifetime
         return VerifiedLogin(name, key, nat_type)
+
+    def unspend(self, challenge: bytes) -> None:
+        """The login could not be completed by no fault of the client (the database failed):
+        its challenge may be used again, for its retransmission or a retry."""
+        self._used.pop(challenge, None)
 
     def expire(self, now: float) -> None:
         for challenge in [c for c, until in self._used.items() if until <= now]:

@@ -10,23 +10,67 @@ import sqlite3
 import time
 from pathlib import Path
 
+from rendezvous.errors import RendezvousError
+
+_CACHED_OWNERS = 1 << 18
+
+
+class RegistryError(RendezvousError):
+    """The names database cannot be used (corrupt, read-only, locked, not a database): the
+    one-line reason, with the path, for the server to exit with."""
+
 
 class NameRegistry:
+    """Owners of names, in SQLite (WAL, synchronous=NORMAL: a commit per new name costs no
+    fsync of its own, and a crash loses at most the last moments' new names, never the
+    file). Known owners are cached in memory: a returning peer's login reads no disk."""
+
     def __init__(self, path: str | Path = ":memory:") -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute(
+        self._path = str(path)
+        self._owners: dict[str, bytes] = {}
+        try:
+            self._db = sqlite3.connect(self._path, isolation_level=None, timeout=0.5)
+            self._check()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"--db {self._path}: {_reason(exc)}") from None
+
+    def _check(self) -> None:
+        """Open for real at start (SQLite opens lazily): the schema, a journal mode, an
+        integrity check and a write, so that a bad file fails here and not at a login."""
+        db = self._db
+        if self._path != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(
             "CREATE TABLE IF NOT EXISTS owners ("
             " name TEXT PRIMARY KEY, public_key BLOB NOT NULL, claimed_at REAL NOT NULL)"
         )
+        verdict = db.execute("PRAGMA quick_check").fetchone()
+        if verdict is None or verdict[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {verdict}")
+        db.execute("BEGIN IMMEDIATE")  # (takes the write lock: read-only or locked fails)
+        db.execute("ROLLBACK")
 
     def claim(self, name: str, public_key: bytes) -> bool:
         """True if ``public_key`` owns ``name`` (now or from before); False if another key
-        does. Atomic: two first logins racing for a name cannot both win."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO owners (name, public_key, claimed_at) VALUES (?, ?, ?)",
-            (name, public_key, time.time()),
-        )
-        return self.owner(name) == public_key
+        does. Atomic: two first logins racing for a name cannot both win. Raises
+        RegistryError when the database fails (the caller answers 500)."""
+        owner = self._owners.get(name)
+        if owner is None:
+            try:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO owners (name, public_key, claimed_at) VALUES (?, ?, ?)",
+                    (name, public_key, time.time()),
+                )
+                owner = self.owner(name)
+            except sqlite3.Error as exc:
+                raise RegistryError(f"names database: {_reason(exc)}") from None
+            if owner is None:
+                return False
+            if len(self._owners) >= _CACHED_OWNERS:
+                self._owners.clear()  # (a cache: the database has them all)
+            self._owners[name] = owner
+        return owner == public_key
 
     def owner(self, name: str) -> bytes | None:
         row = self._db.execute("SELECT public_key FROM owners WHERE name = ?", (name,)).fetchone()
@@ -34,3 +78,16 @@ class NameRegistry:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "file is not a database" in text or "malformed" in text:
+        return "not a usable SQLite database (corrupt, or another kind of file)"
+    if "readonly" in text or "read-only" in text:
+        return "read-only (the server must be able to write it)"
+    if "locked" in text or "busy" in text:
+        return "locked by another process (another rendezvous on the same file?)"
+    if "unable to open" in text:
+        return "cannot be opened (a missing directory, or no permission)"
+    return text

@@ -118,6 +118,7 @@ class ErrorCodes:
     NOT_FOUND = 404  # unknown or offline peer
     STALE = 438  # challenge expired or already used
     BAD_REQUEST = 400
+    SERVER_ERROR = 500  # the server could not record the login (its database failed)
     TRY_LATER = 503  # server full
 
 

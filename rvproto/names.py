@@ -16,6 +16,7 @@ Look-alikes are refused rather than told apart:
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 __all__ = ["MAX_NAME_BYTES", "NAME_RULE", "InvalidName", "canonical_name", "is_canonical"]
@@ -26,6 +27,7 @@ NAME_RULE = (
     "starting with a letter or digit, in one script (case does not matter)"
 )
 _PUNCTUATION = frozenset("-_.")
+_PLAIN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)
 _LETTER_CATEGORIES = frozenset({"Ll", "Lm", "Lo"})  # (no Lu or Lt after case folding)
 _MARK_CATEGORIES = frozenset({"Mn", "Mc"})
 # Scripts that one language writes together.
@@ -45,6 +47,8 @@ class InvalidName(ValueError):
 
 def canonical_name(name: str) -> str:
     """The canonical form of ``name``; InvalidName if it has none."""
+    if isinstance(name, str) and _PLAIN.fullmatch(name):
+        return name  # (the common case, already canonical: no Unicode tables needed)
     if not isinstance(name, str) or not name:
         raise InvalidName(f"no peer name; {NAME_RULE}")
     shown = _shown(name)

@@ -215,8 +215,26 @@ def encode_packet(number: int, frames: Sequence[Frame]) -> bytes:
     return PACKET_HEADER.pack(PACKET, number) + b"".join(frame.encode() for frame in frames)
 
 
+def encodable_ranges(ranges: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """The leading ``ranges`` (largest first) whose lengths and gaps fit the frame's u32
+    fields: a peer's packet numbers may leap by more (it chooses them), and the ranges
+    beyond such a leap are simply not reported."""
+    out: list[tuple[int, int]] = []
+    previous_low: int | None = None
+    for low, high in ranges:
+        if previous_low is not None and previous_low - high - 2 > _U32_MAX:
+            break
+        low = max(low, high - _U32_MAX)
+        out.append((low, high))
+        previous_low = low
+    return tuple(out)
+
+
+_U32_MAX = 0xFFFFFFFF
+
+
 def encode_ack(ranges: Sequence[tuple[int, int]], delay: float) -> bytes:
-    """An ACK frame for inclusive (low, high) ranges, largest first."""
+    """An ACK frame for inclusive (low, high) ranges, largest first (encodable_ranges)."""
     low, high = ranges[0]
     parts = [
         _ACK_HEAD.pack(ACK, high, min(int(delay * 1e6), 0xFFFFFFFF), len(ranges) - 1, high - low)

@@ -106,7 +106,7 @@ class PacketBuilder(ABC):
             acks = self._acks
             if acks.ranges:  # (the peer's last data is acknowledged, or its drain fails)
                 count = min(len(acks.ranges), 16)
-                ranges = acks.descending()[:count]
+                ranges = f.encodable_ranges(acks.descending()[:count])
                 frames.append(f.AckFrame(ranges, max(0.0, now - acks.largest_at)))
             frames.append(f.ConnectionClose(self.close_code, self.close_reason))
             # Nothing is resent after a close, so it goes three times (sealed apart): a
@@ -149,7 +149,7 @@ class PacketBuilder(ABC):
             count = min(
                 len(acks.ranges), 1 + (room // 3 - f.ack_size(1)) // f.ACK_MAX_SIZE_PER_RANGE
             )
-            ranges = acks.descending()[:count]
+            ranges = f.encodable_ranges(acks.descending()[:count])
             parts.append(f.encode_ack(ranges, max(0.0, now - acks.largest_at)))
             room -= f.ack_size(len(ranges))
             records.append((ACK_RECORD, ranges[0][1]))
