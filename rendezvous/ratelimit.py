@@ -3,6 +3,8 @@ reflector/amplifier against a victim whose address a spoofer puts in the source 
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from dataclasses import dataclass
 
 from rendezvous.errors import ConfigError
@@ -19,6 +21,22 @@ class RateLimit:
             raise ConfigError("rate must be positive, burst and max_sources at least 1")
 
 
+@functools.lru_cache(maxsize=4096)
+def source_key(ip: str) -> str:
+    """What counts as one source: an IPv4 address, or an IPv6 /64 (a subscriber's LAN gets
+    a whole /64, so a per-address limit would let one host through with 2**64 addresses).
+    A v4-mapped IPv6 address is its IPv4 address."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False).network_address) + "/64"
+    return ip
+
+
 class SourceRateLimiter:
     def __init__(self, limit: RateLimit) -> None:
         self._limit = limit
@@ -27,6 +45,8 @@ class SourceRateLimiter:
         self.dropped = 0
 
     def allow(self, source_ip: str, now: float) -> bool:
+        if ":" in source_ip:  # IPv6: one bucket per /64, what one subscriber gets
+            source_ip = source_key(source_ip)
         bucket = self._buckets.get(source_ip)
         limit = self._limit
         if bucket is None:
