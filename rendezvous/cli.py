@@ -19,6 +19,7 @@ from rendezvous.adapters.server import RendezvousServer
 from rendezvous.binding import StunServiceConfig
 from rendezvous.errors import ConfigError
 from rendezvous.introductions import RendezvousConfig
+from rendezvous.quotas import QuotaConfig
 from rendezvous.ratelimit import RateLimit
 from rendezvous.registry import NameRegistry, RegistryError
 from rendezvous.turn_config import DEFAULT_DENIED_PEERS, TurnConfig
@@ -96,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=RateLimit().burst,
         help="burst size of the per-source limit (default %(default)s)",
+    )
+    parser.add_argument(
+        "--new-names-per-hour",
+        type=float,
+        default=QuotaConfig().new_names_per_hour,
+        help="new names one source (IPv4 address, IPv6 /64) may create per hour, after a "
+        f"burst of {QuotaConfig().new_names_burst} (default %(default)s)",
+    )
+    parser.add_argument(
+        "--introductions-per-second",
+        type=float,
+        default=QuotaConfig().introductions_per_second,
+        help="introductions to one peer per second, after a burst of "
+        f"{QuotaConfig().introductions_burst} (default %(default)s)",
     )
     parser.add_argument("--software", help="SOFTWARE attribute to put in responses")
     parser.add_argument(
@@ -247,7 +262,15 @@ def configs_from(args: argparse.Namespace) -> tuple[RendezvousConfig, TurnConfig
         rate_limit = RateLimit(rate=args.rate, burst=args.burst)
     except ValueError as exc:
         raise ConfigError(f"bad rate limit: {exc}") from None
+    try:
+        quotas = QuotaConfig(
+            new_names_per_hour=args.new_names_per_hour,
+            introductions_per_second=args.introductions_per_second,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"bad quota: {exc}") from None
     config = RendezvousConfig(
+        quotas=quotas,
         stun=StunServiceConfig(
             primary=args.listen,
             alternate_ip=args.alt_ip,

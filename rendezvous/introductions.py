@@ -19,6 +19,7 @@ import structlog
 from rendezvous.answers import AnswerCache, error_answer
 from rendezvous.binding import StunServiceConfig
 from rendezvous.login import LoginChecker, LoginRefusal
+from rendezvous.quotas import QuotaConfig, Quotas
 from rendezvous.registry import NameRegistry, RegistryError
 from rendezvous.routes import ClientVia, Transmit, address_text
 from rendezvous.turn_auth import rest_credentials
@@ -65,6 +66,7 @@ class RendezvousConfig:
     introduction_policy: RetransmitPolicy = field(
         default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=6, rto_max=1.0)
     )
+    quotas: QuotaConfig = field(default_factory=QuotaConfig)  # new names, introductions
 
 
 @dataclass(slots=True)
@@ -100,6 +102,7 @@ class IntroductionService:
         # this core reads no clock (the adapter passes the offset of its monotonic clock).
         self._wall_offset = wall_offset
         self._logins = LoginChecker(random_bytes(32), config.challenge_lifetime)
+        self._quotas = Quotas(config.quotas)
         self._peers: dict[str, Registration] = {}
         self._answered: AnswerCache[tuple[Address, bytes]] = AnswerCache(
             max_entries=config.max_peers
@@ -186,6 +189,11 @@ class IntroductionService:
         if isinstance(login, LoginRefusal):
             return error_answer(message, login.code, login.reason, *login.extra)
         name, key = login.name, login.public_key
+        if not self.registry.known(name) and not self._quotas.new_name(source[0], now):
+            self._logins.unspend(message.get(RvAttr.CHALLENGE))
+            log.warning("login_refused", name=name, source=address_text(source), reason="quota")
+            reason = "too many new names from your address; try again later"
+            return error_answer(message, ErrorCodes.TRY_LATER, reason)
         try:
             owned = self.registry.claim(name, key)
         except RegistryError as exc:
@@ -293,6 +301,10 @@ class IntroductionService:
                 "that peer is unknown or offline",
                 key=caller.session_key,
             )
+        if not self._quotas.introduction(target_name, now):
+            log.warning("exchange_refused", source=caller.name, target=target_name, reason="quota")
+            reason = "too many introductions to that peer; try again later"
+            return error_answer(message, ErrorCodes.TRY_LATER, reason, key=caller.session_key)
         token = self._random(16)
         # Each side learns of the other half a round trip after we send; delay the earlier
         # one so that both start punching together (as libp2p's DCUtR does with SYNC).

@@ -72,6 +72,17 @@ class NameRegistry:
             self._owners[name] = owner
         return owner == public_key
 
+    def known(self, name: str) -> bool:
+        """Whether ``name`` has an owner (a returning peer's, or one taken): a new name is
+        what the per-source quota counts. A database failure counts as known (claim then
+        raises, and the login is answered 500)."""
+        if name in self._owners:
+            return True
+        try:
+            return self.owner(name) is not None
+        except sqlite3.Error:
+            return True
+
     def owner(self, name: str) -> bytes | None:
         row = self._db.execute("SELECT public_key FROM owners WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])

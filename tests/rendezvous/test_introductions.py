@@ -14,6 +14,7 @@ from peer.rendezvous_client import RendezvousClient, RendezvousClientConfig
 from rendezvous.binding import StunServiceConfig
 from rendezvous.core import RendezvousCore
 from rendezvous.introductions import RendezvousConfig
+from rendezvous.quotas import QuotaConfig
 from rendezvous.registry import NameRegistry
 from rendezvous.routes import TcpConnection, Transmit, UdpSocket
 from rvproto.messages import Role, RvAttr, RvMethod, parse_rv, rv_message
@@ -364,3 +365,39 @@ def test_only_canonical_names_log_in_or_are_asked_for() -> None:
         assert answer is not None
         error = parse_rv(answer.data).get(AttrType.ERROR_CODE)
         assert error.code == 400 and why in error.reason and "\x1b" not in error.reason
+
+
+def test_new_names_per_source_are_limited_but_returning_peers_are_not() -> None:
+    quotas = QuotaConfig(new_names_per_hour=1.0, new_names_burst=3)
+    wire = Wire(make_service(quotas=quotas))
+    identities = [Identity.generate() for _ in range(5)]
+    for index in range(3):  # one address, three new names: the burst
+        logged_in(wire, f"peer{index}", identities[index], ALICE_AT)
+    client = wire.client("peer3", identities[3], ALICE_AT)
+    client.login(wire.now)
+    wire.run()
+    (failed,) = [e for e in events(client) if isinstance(e, LoginFailed)]
+    assert "too many new names from your address" in failed.reason
+    # The names it already has still log in (a returning peer creates nothing), and another
+    # address (IPv4, or another IPv6 /64) has its own quota.
+    wire.now += 1.0  # (a new challenge: the same second would be the same one)
+    logged_in(wire, "peer0", identities[0], ALICE_AT)
+    logged_in(wire, "peer4", identities[4], BOB_AT)
+
+
+def test_introductions_to_one_peer_are_limited() -> None:
+    quotas = QuotaConfig(introductions_per_second=1.0, introductions_burst=2)
+    wire = Wire(make_service(quotas=quotas))
+    alice = logged_in(wire, "alice", Identity.generate(), ALICE_AT)
+    logged_in(wire, "bob", Identity.generate(), BOB_AT)
+    for _ in range(3):
+        alice.connect("bob", wire.now)
+        wire.run()
+    found = events(alice)
+    assert sum(isinstance(e, Introduced) for e in found) == 2
+    (failed,) = [e for e in found if isinstance(e, ConnectFailed)]
+    assert failed.code == 503 and "too many introductions to that peer" in failed.reason
+    wire.now += 1.0  # (a second later the bucket has one more)
+    alice.connect("bob", wire.now)
+    wire.run()
+    assert any(isinstance(e, Introduced) for e in events(alice))
