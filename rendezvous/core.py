@@ -83,6 +83,13 @@ class RendezvousCore:
     def online(self, name: str, now: float) -> Registration | None:
         return self.introductions.online(name, now)
 
+    def serves(self, source: Address, via: ClientVia, now: float) -> bool:
+        """Whether the client at ``source`` by ``via`` is logged in or holds a relay
+        allocation: what a TCP connection must be to keep its slot past a short idle."""
+        if self.introductions.serves(source, via, now):
+            return True
+        return self.turn is not None and self.turn.serves(source, via, now)
+
     # ------------------------------------------------------------------ datagrams
 
     def plain_binding_responder(self, local: Address) -> PlainBindingResponder:

@@ -104,6 +104,7 @@ class IntroductionService:
         self._logins = LoginChecker(random_bytes(32), config.challenge_lifetime)
         self._quotas = Quotas(config.quotas)
         self._peers: dict[str, Registration] = {}
+        self._by_route: dict[tuple[Address, ClientVia], str] = {}  # (endpoint, via) -> name
         self._answered: AnswerCache[tuple[Address, bytes]] = AnswerCache(
             max_entries=config.max_peers
         )
@@ -121,6 +122,15 @@ class IntroductionService:
     def online(self, name: str, now: float) -> Registration | None:
         peer = self._peers.get(name)
         return peer if peer is not None and peer.expires > now else None
+
+    def serves(self, source: Address, via: ClientVia, now: float) -> bool:
+        """Whether a peer is logged in from ``source`` by ``via`` (a TCP connection that
+        has logged in keeps its slot: rendezvous.adapters.tcp)."""
+        name = self._by_route.get((source, via))
+        peer = None if name is None else self._peers.get(name)
+        return (
+            peer is not None and peer.endpoint == source and peer.via == via and peer.expires > now
+        )
 
     # ------------------------------------------------------------------ dispatch
 
@@ -214,6 +224,7 @@ class IntroductionService:
         private = tuple(all_values(message, RvAttr.PRIVATE_ENDPOINT))[:MAX_PRIVATE_ENDPOINTS]
         session_key = self._random(16)
         rtt = min(message.get(RvAttr.RTT, 0) / 1_000_000, MAX_RTT)
+        self._by_route[(source, via)] = name
         self._peers[name] = Registration(
             name=name,
             public_key=key,
@@ -350,7 +361,9 @@ class IntroductionService:
 
     def _expire(self, now: float) -> None:
         for name in [name for name, peer in self._peers.items() if peer.expires <= now]:
-            del self._peers[name]
+            peer = self._peers.pop(name)
+            if self._by_route.get((peer.endpoint, peer.via)) == name:
+                del self._by_route[(peer.endpoint, peer.via)]
         self._logins.expire(now)
         self._answered.expire(now)
 

@@ -129,6 +129,10 @@ class TurnServer:
             out = indication.encode()
         return [Transmit(out, client, via)]
 
+    def serves(self, source: Address, via: ClientVia, now: float) -> bool:
+        """Whether the client at ``source`` by ``via`` holds a live allocation."""
+        return self._table.live((source, via), now) is not None
+
     def relays_to_open(self) -> list[Address]:
         """Relay addresses to bind now (each call returns them once)."""
         return self._table.relays_to_open()

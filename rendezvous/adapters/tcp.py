@@ -12,7 +12,9 @@ to the connection from the transmit's destination. Relaying to peers stays UDP.
 
 Bounds: at most ``max_connections`` (and ``max_connections_per_ip``) connections; one
 that completed no message for ``idle_timeout`` seconds (its first one within
-``first_message_timeout``) is closed; a client that does not
+``first_message_timeout``; ``anonymous_idle_timeout`` while its client is neither logged in
+nor relaying) is closed, and when all slots are taken a newcomer displaces the oldest
+connection of such an anonymous client (logged-in peers keep theirs); a client that does not
 read loses messages once ``max_write_buffer`` bytes wait for it, as it would lose datagrams
 over UDP, instead of making the server buffer without limit.
 """
@@ -47,12 +49,16 @@ class TcpConfig:
     # A connection that has not completed its first message by then is closed: holding
     # slots with silent connections should cost more than one idle_timeout per slot.
     first_message_timeout: float = 30.0
+    # A connection that is neither logged in nor holding a relay allocation (a Binding
+    # and silence, say) is closed after this long without a message: slots are for peers.
+    anonymous_idle_timeout: float = 30.0
     max_write_buffer: int = 256 * 1024  # bytes queued for one client before we drop
 
     def __post_init__(self) -> None:
         if min(self.max_connections, self.max_connections_per_ip) < 1:
             raise ConfigError("connection limits must be at least 1")
-        if min(self.idle_timeout, self.first_message_timeout) <= 0 or self.max_write_buffer < 1:
+        timeouts = (self.idle_timeout, self.first_message_timeout, self.anonymous_idle_timeout)
+        if min(timeouts) <= 0 or self.max_write_buffer < 1:
             raise ConfigError("timeouts and max_write_buffer must be positive")
 
 
@@ -86,8 +92,12 @@ class _Connection(asyncio.Protocol):
         except FramingError as exc:
             broken, messages = exc, exc.messages
         if messages:
+            first = self._last_heard is None
             self._last_heard = self._loop.time()
             self._listener.dispatch(messages, self.source)
+            if first and self._idle is not None:  # (from the first-message deadline on)
+                self._idle.cancel()
+                self._idle = self._loop.call_at(self._due(), self._check_idle)
         if broken is not None and self._transport is not None:
             # Answer what came before the garbage, then give up (close, not abort: those
             # answers are still to be flushed): nothing says where the next message starts.
@@ -113,14 +123,19 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _due(self) -> float:
+        """When this connection is closed unless a message comes first."""
+        config = self._listener.config
+        if self._last_heard is None:
+            return self._opened + config.first_message_timeout
+        if self._listener.serves(self):
+            return self._last_heard + config.idle_timeout
+        return self._last_heard + min(config.anonymous_idle_timeout, config.idle_timeout)
+
     def _check_idle(self) -> None:
         # One timer per connection, moved only when it fires: cheaper than re-arming it for
         # every message.
-        config = self._listener.config
-        if self._last_heard is None:
-            due = self._opened + config.first_message_timeout
-        else:
-            due = self._last_heard + config.idle_timeout
+        due = self._due()
         if self._loop.time() >= due:
             self._idle = None
             log.debug("tcp_idle_close", source=address_text(self.source))
@@ -187,8 +202,26 @@ class TcpListener:
 
     # ------------------------------------------------------------------ connections
 
+    def serves(self, connection: _Connection) -> bool:
+        """Is that connection's client logged in, or holding a relay allocation?"""
+        return self._core.serves(connection.source, self.via, asyncio.get_running_loop().time())
+
+    def _evict_anonymous(self) -> bool:
+        """Full: close the longest-open connection whose client is neither logged in nor
+        relaying, so that a newcomer (who may log in) gets its slot; False if every slot
+        holds a peer (the reserved case: they keep theirs)."""
+        for connection in self._connections.values():  # (oldest first)
+            if not self.serves(connection):
+                log.debug("tcp_evicted", source=address_text(connection.source))
+                connection.abort()
+                self.forget(connection)
+                return True
+        return False
+
     def admit(self, connection: _Connection) -> bool:
         ip = connection.source[0]
+        if len(self._connections) >= self.config.max_connections:
+            self._evict_anonymous()
         if (
             len(self._connections) >= self.config.max_connections
             or self._per_ip.get(ip, 0) >= self.config.max_connections_per_ip

@@ -294,19 +294,67 @@ async def test_silent_connections_are_closed() -> None:
             await talking.close()
 
 
-async def test_connections_beyond_the_limit_are_refused() -> None:
-    async with serving(tcp=TcpConfig(max_connections=1)) as (server, address):
-        first = await TcpDriver.connect(address)
-        second = await TcpDriver.connect(address)  # accepted by the kernel, then dropped
+async def test_a_full_server_keeps_logged_in_peers_and_displaces_anonymous_clients() -> None:
+    # 1,000 connections that each sent one Binding once held every slot for the 600 s idle
+    # timeout, so that UDP-blocked peers could not log in. Now a newcomer displaces the
+    # oldest connection whose client never logged in, and logged-in peers keep theirs.
+    async with serving(tcp=TcpConfig(max_connections=2)) as (server, address):
+        alice = rendezvous_client("alice", address)
+        peer, anonymous = await TcpDriver.connect(address), await TcpDriver.connect(address)
+        newcomers: list[TcpDriver] = []
         try:
+            alice.login(asyncio.get_running_loop().time())
+            await peer.run(alice, has(LoggedIn))
+            request = StunMessage(Method.BINDING, MessageClass.REQUEST, new_transaction_id())
+            await anonymous.request(request.encode())
+            newcomers.append(await TcpDriver.connect(address))
+            await expect_closed(anonymous)  # (displaced: its client never logged in)
+            answer = await newcomers[0].request(request.encode())
+            assert answer.get(AttrType.XOR_MAPPED_ADDRESS) == newcomers[0].local
+            # Still full: the anonymous newcomer goes next, the logged-in peer never does.
+            newcomers.append(await TcpDriver.connect(address))
+            await expect_closed(newcomers[0])
+            answer = await peer.request(request.encode())
+            assert answer.get(AttrType.XOR_MAPPED_ADDRESS) == peer.local
+            assert server.tcp is not None and server.tcp.refused == 0
+        finally:
+            for driver in (peer, anonymous, *newcomers):
+                await driver.close()
+
+
+async def test_when_every_slot_holds_a_peer_newcomers_are_refused() -> None:
+    async with serving(tcp=TcpConfig(max_connections=1)) as (server, address):
+        alice = rendezvous_client("alice", address)
+        peer = await TcpDriver.connect(address)
+        second: TcpDriver | None = None
+        try:
+            alice.login(asyncio.get_running_loop().time())
+            await peer.run(alice, has(LoggedIn))
+            second = await TcpDriver.connect(address)  # accepted by the kernel, then dropped
             await expect_closed(second)
             assert server.tcp is not None and server.tcp.refused == 1
-            request = StunMessage(Method.BINDING, MessageClass.REQUEST, new_transaction_id())
-            answer = await first.request(request.encode())
-            assert answer.get(AttrType.XOR_MAPPED_ADDRESS) == first.local
         finally:
-            await first.close()
-            await second.close()
+            await peer.close()
+            if second is not None:
+                await second.close()
+
+
+async def test_an_anonymous_connection_idles_out_sooner_than_a_peer() -> None:
+    config = TcpConfig(first_message_timeout=5.0, idle_timeout=30.0, anonymous_idle_timeout=0.2)
+    async with serving(tcp=config) as (_, address):
+        alice = rendezvous_client("alice", address)
+        peer, anonymous = await TcpDriver.connect(address), await TcpDriver.connect(address)
+        try:
+            alice.login(asyncio.get_running_loop().time())
+            await peer.run(alice, has(LoggedIn))
+            request = StunMessage(Method.BINDING, MessageClass.REQUEST, new_transaction_id())
+            await anonymous.request(request.encode())
+            await expect_closed(anonymous)
+            answer = await peer.request(request.encode())  # (the peer is still served)
+            assert answer.get(AttrType.XOR_MAPPED_ADDRESS) == peer.local
+        finally:
+            await peer.close()
+            await anonymous.close()
 
 
 async def test_tcp_can_be_turned_off() -> None:
