@@ -10,12 +10,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from iokit.cli_logging import configure_logging
 from rendezvous.adapters.server import RendezvousServer
+from rendezvous.adapters.tcp import TcpConfig
 from rendezvous.binding import StunServiceConfig
 from rendezvous.errors import ConfigError
 from rendezvous.introductions import RendezvousConfig
@@ -288,11 +290,50 @@ def configs_from(args: argparse.Namespace) -> tuple[RendezvousConfig, TurnConfig
     return config, turn
 
 
+# Descriptors besides relay sockets and TCP clients: the STUN sockets, the database, logs.
+_FD_SPARE = 64
+
+
+def raise_fd_limit(turn: TurnConfig | None) -> TurnConfig | None:
+    """Make the open-file limit cover every relay socket and TCP connection the settings
+    allow, so that a full relay answers 508 rather than failing on EMFILE: the soft limit
+    is raised up to the hard one; where even that is short, the relay gets fewer
+    allocations (said in the log). ConfigError when not even the TCP side fits."""
+    try:
+        import resource
+    except ImportError:  # (not on this platform: nothing to check)
+        return turn
+    base = TcpConfig().max_connections + _FD_SPARE
+    needed = base + (turn.max_allocations if turn is not None else 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return turn
+    limit = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    if limit >= needed:
+        return turn
+    if turn is None or limit <= base:
+        raise ConfigError(
+            f"the open-file limit ({hard}) is below the {needed} descriptors the relay "
+            "and TCP clients may need: raise it (ulimit -n) or lower --turn-max-allocations"
+        )
+    allocations = limit - base
+    structlog.get_logger().warning(
+        "relay_allocations_capped", fd_limit=hard, max_allocations=allocations
+    )
+    return replace(turn, max_allocations=allocations)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(verbose=args.verbose, json=args.json_logs)
     try:
         config, turn = configs_from(args)
+    except ConfigError as exc:
+        print(f"rendezvous: {exc}", file=sys.stderr)
+        return 2
+    try:
+        turn = raise_fd_limit(turn)
     except ConfigError as exc:
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from rendezvous.ratelimit import source_key
 from rendezvous.routes import ClientVia, RelaySocket, address_text
 from rendezvous.turn_config import FAILED_PORT_COOLDOWN, PORT_COOLDOWN, TurnConfig
 from stunproto.attributes import Address
@@ -73,6 +74,7 @@ class AllocationTable:
         self.by_five: dict[FiveTuple, Allocation] = {}
         self.by_relay: dict[Address, Allocation] = {}
         self._per_user: dict[str, int] = {}
+        self._per_source: dict[str, int] = {}  # source_key of the client's IP -> count
         self._ports: set[int] = set()  # bound, reserved, or waiting in _to_close
         self._reservations: dict[bytes, tuple[int, float]] = {}  # token -> port, expiry
         self._cooling: dict[int, float] = {}  # port -> when it may be reused
@@ -101,6 +103,10 @@ class AllocationTable:
 
     def allocations_of(self, user: str) -> int:
         return self._per_user.get(user, 0)
+
+    def allocations_from(self, ip: str) -> int:
+        """Live allocations whose clients are at ``ip`` (its IPv4 address, or its /64)."""
+        return self._per_source.get(source_key(ip), 0)
 
     # ------------------------------------------------------------------ ports
 
@@ -149,6 +155,8 @@ class AllocationTable:
         self.by_five[allocation.five_tuple] = allocation
         self.by_relay[allocation.relay] = allocation
         self._per_user[allocation.user] = self._per_user.get(allocation.user, 0) + 1
+        source = _source_of(allocation)
+        self._per_source[source] = self._per_source.get(source, 0) + 1
         self._ports.add(allocation.relay[1])
         self._to_open[allocation.relay] = None
 
@@ -162,6 +170,12 @@ class AllocationTable:
             self._per_user[allocation.user] = count
         else:
             self._per_user.pop(allocation.user, None)
+        source = _source_of(allocation)
+        count = self._per_source.get(source, 0) - 1
+        if count > 0:
+            self._per_source[source] = count
+        else:
+            self._per_source.pop(source, None)
         port = allocation.relay[1]
         self._cooling[port] = now + PORT_COOLDOWN
         if allocation.relay in self._to_open:
@@ -207,3 +221,7 @@ class AllocationTable:
         self._to_close.pop(relay, None)
         self._ports.discard(relay[1])
         self._cooling[relay[1]] = now + FAILED_PORT_COOLDOWN
+
+
+def _source_of(allocation: Allocation) -> str:
+    return source_key(allocation.five_tuple[0][0])

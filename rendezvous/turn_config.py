@@ -61,6 +61,9 @@ class TurnConfig:
     max_lifetime: int = 3600
     default_lifetime: int = 600
     max_allocations_per_user: int = 10
+    # Per source (an IPv4 address, an IPv6 /64): credentials from a few free logins must
+    # not take every relay socket.
+    max_allocations_per_source: int = 20
     max_allocations: int = 1000
     max_peers_per_allocation: int = 64  # bound on permissions, and on channels
     bandwidth: float = 1_000_000.0  # bytes/s relayed per allocation, both ways together
@@ -100,7 +103,12 @@ class TurnConfig:
             raise ConfigError("need 0 < default_lifetime <= max_lifetime")
         if self.bandwidth <= 0 or self.nonce_lifetime <= 0:
             raise ConfigError("bandwidth and nonce_lifetime must be positive")
-        if min(self.max_allocations, self.max_allocations_per_user) < 1:
+        if (
+            min(
+                self.max_allocations, self.max_allocations_per_user, self.max_allocations_per_source
+            )
+            < 1
+        ):
             raise ConfigError("allocation limits must be at least 1")
         if self.max_peers_per_allocation < 1 or self.max_cached_answers < 1:
             raise ConfigError("max_peers_per_allocation and max_cached_answers must be >= 1")

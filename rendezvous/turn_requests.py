@@ -90,6 +90,8 @@ class TurnRequests:
             return self._error(message, 440, "Address Family not Supported", key=key)
         if table.allocations_of(creds.user) >= self.config.max_allocations_per_user:
             return self._error(message, 486, "Allocation Quota Reached", key=key)
+        if table.allocations_from(five[0][0]) >= self.config.max_allocations_per_source:
+            return self._error(message, 486, "Allocation Quota Reached", key=key)
         if len(table) >= self.config.max_allocations:
             table.sweep(now)
             if len(table) >= self.config.max_allocations:

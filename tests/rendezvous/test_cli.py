@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import resource
+import subprocess
+import sys
 
 import pytest
 
-from rendezvous.cli import _loop_factory, build_parser, configs_from, main
+from rendezvous.cli import _loop_factory, build_parser, configs_from, main, raise_fd_limit
 from rendezvous.errors import ConfigError, LocalProtocolError, RendezvousError
+from rendezvous.turn_config import TurnConfig
 
 
 def _configs(*argv: str) -> object:
@@ -61,3 +65,43 @@ def test_event_loop_choice() -> None:
         loop = _loop_factory("auto")()  # type: ignore[misc]
         assert isinstance(loop, asyncio.AbstractEventLoop)
         loop.close()
+
+
+def test_the_open_file_limit_is_raised_to_what_the_relay_needs() -> None:
+    turn = TurnConfig(realm="r", shared_secret=b"s", relay_ip="127.0.0.1", max_allocations=500)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2000:
+        pytest.skip(f"hard limit {hard} too low to test raising")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        assert raise_fd_limit(turn) == turn
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1000 + 500 + 64
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_hard_limit_too_low_caps_the_relay_or_is_one_line() -> None:
+    # (In a child: a lowered hard limit cannot be raised again.)
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({0}, {0})); "
+        "from rendezvous.cli import raise_fd_limit; from rendezvous.turn_config import "
+        "TurnConfig; turn = TurnConfig(realm='r', shared_secret=b's', relay_ip='127.0.0.1'); "
+        "print(raise_fd_limit(turn).max_allocations)"
+    )
+    capped = subprocess.run(
+        [sys.executable, "-c", code.format(1200)], capture_output=True, text=True, timeout=60
+    )
+    assert capped.returncode == 0, capped.stderr
+    assert capped.stdout.splitlines()[-1] == str(1200 - 1000 - 64)
+    assert "relay_allocations_capped" in capped.stdout  # (said, not silent)
+    refused = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200)); "
+        "from rendezvous.cli import main; "
+        "sys.exit(main(['--listen', '127.0.0.1:0', '--db', ':memory:', '--turn-secret', 's']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", refused], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("rendezvous: the open-file limit (200) is below")
+    assert result.stderr.count("\n") == 1

@@ -461,6 +461,20 @@ def test_per_user_and_global_quotas_and_port_exhaustion() -> None:
     assert _code(Client(small, source=("198.51.100.7", 3), name="carol").allocate()) == 508
 
 
+def test_allocations_per_source_are_limited_whatever_the_credentials() -> None:
+    # Credentials from a few free logins once took every relay socket from one address.
+    server = _server(max_allocations_per_source=2, max_allocations_per_user=10)
+    for port, name in ((1, "alice"), (2, "bob")):
+        _allocated(server, source=("198.51.100.7", port), name=name)
+    assert _code(Client(server, source=("198.51.100.7", 3), name="carol").allocate()) == 486
+    # One IPv6 /64 is one source; another address is another.
+    v6 = _server(relay_ip="2001:db8::10", max_allocations_per_source=1)
+    _allocated(v6, source=("2001:db8:1:2::1", 1))
+    assert _code(Client(v6, source=("2001:db8:1:2::99", 1), name="bob").allocate()) == 486
+    _allocated(v6, source=("2001:db8:1:3::1", 1), name="carol")
+    _allocated(server, source=("198.51.100.8", 1), name="dave")
+
+
 def test_permission_quota() -> None:
     server = _server(max_peers_per_allocation=2)
     client, _ = _allocated(server)
