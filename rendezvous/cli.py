@@ -23,7 +23,7 @@ from rendezvous.errors import ConfigError
 from rendezvous.introductions import RendezvousConfig
 from rendezvous.quotas import QuotaConfig
 from rendezvous.ratelimit import RateLimit
-from rendezvous.registry import NameRegistry, RegistryError
+from rendezvous.registry import DEFAULT_NAME_TTL, NameRegistry, RegistryError
 from rendezvous.turn_config import DEFAULT_DENIED_PEERS, TurnConfig
 from stunproto.attributes import Address
 
@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=QuotaConfig().introductions_per_second,
         help="introductions to one peer per second, after a burst of "
         f"{QuotaConfig().introductions_burst} (default %(default)s)",
+    )
+    parser.add_argument(
+        "--name-ttl-days",
+        type=float,
+        default=DEFAULT_NAME_TTL / 86400,
+        help="days without a login after which a name is free again (default %(default)g)",
     )
     parser.add_argument("--software", help="SOFTWARE attribute to put in responses")
     parser.add_argument(
@@ -219,14 +225,16 @@ def default_db_path() -> Path:
     return Path(base) / "holepunch" / "rendezvous.sqlite"
 
 
-async def _serve(config: RendezvousConfig, db: str, turn: TurnConfig | None) -> None:
+async def _serve(
+    config: RendezvousConfig, db: str, turn: TurnConfig | None, name_ttl_days: float
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     if db != ":memory:":
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    registry = NameRegistry(db)
+    registry = NameRegistry(db, name_ttl=name_ttl_days * 86400)
     try:
         async with RendezvousServer(config, registry, turn=turn):
             await stop.wait()
@@ -332,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 2
+    if not args.name_ttl_days > 0:
+        print("rendezvous: --name-ttl-days must be positive", file=sys.stderr)
+        return 2
     try:
         turn = raise_fd_limit(turn)
     except ConfigError as exc:
@@ -344,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(_serve(config, args.db, turn))
+            runner.run(_serve(config, args.db, turn, args.name_ttl_days))
     except RegistryError as exc:  # checked at start: a bad --db never serves "healthy"
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 1

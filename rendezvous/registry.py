@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rendezvous.errors import RendezvousError
 
 _CACHED_OWNERS = 1 << 18
+DEFAULT_NAME_TTL = 365 * 86400.0  # a year without a login frees a name
+_SEEN_EVERY = 86400.0  # last_seen is written at most this often per name
 
 
 class RegistryError(RendezvousError):
@@ -25,12 +28,25 @@ class NameRegistry:
     fsync of its own, and a crash loses at most the last moments' new names, never the
     file). Known owners are cached in memory: a returning peer's login reads no disk."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        name_ttl: float = DEFAULT_NAME_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``name_ttl``: seconds after a name's last login before it is free again (the
+        wall clock, ``clock``, since names outlive restarts)."""
         self._path = str(path)
         self._owners: dict[str, bytes] = {}
+        self._seen: dict[str, float] = {}  # when a cached owner's last_seen was written
+        self._name_ttl = name_ttl
+        self._clock = clock
+        self._next_expiry = 0.0
         try:
             self._db = sqlite3.connect(self._path, isolation_level=None, timeout=0.5)
             self._check()
+            self.expire_inactive()
         except sqlite3.Error as exc:
             raise RegistryError(f"--db {self._path}: {_reason(exc)}") from None
 
@@ -45,6 +61,10 @@ class NameRegistry:
             "CREATE TABLE IF NOT EXISTS owners ("
             " name TEXT PRIMARY KEY, public_key BLOB NOT NULL, claimed_at REAL NOT NULL)"
         )
+        columns = {row[1] for row in db.execute("PRAGMA table_info(owners)")}
+        if "last_seen" not in columns:  # (a database from before names expired)
+            db.execute("ALTER TABLE owners ADD COLUMN last_seen REAL")
+            db.execute("UPDATE owners SET last_seen = claimed_at WHERE last_seen IS NULL")
         verdict = db.execute("PRAGMA quick_check").fetchone()
         if verdict is None or verdict[0] != "ok":
             raise sqlite3.DatabaseError(f"integrity check failed: {verdict}")
@@ -55,22 +75,43 @@ class NameRegistry:
         """True if ``public_key`` owns ``name`` (now or from before); False if another key
         does. Atomic: two first logins racing for a name cannot both win. Raises
         RegistryError when the database fails (the caller answers 500)."""
+        now = self._clock()
+        if now >= self._next_expiry:
+            self.expire_inactive()
         owner = self._owners.get(name)
-        if owner is None:
-            try:
+        try:
+            if owner is None:
                 self._db.execute(
-                    "INSERT OR IGNORE INTO owners (name, public_key, claimed_at) VALUES (?, ?, ?)",
-                    (name, public_key, time.time()),
+                    "INSERT OR IGNORE INTO owners (name, public_key, claimed_at, last_seen)"
+                    " VALUES (?, ?, ?, ?)",
+                    (name, public_key, now, now),
                 )
                 owner = self.owner(name)
-            except sqlite3.Error as exc:
-                raise RegistryError(f"names database: {_reason(exc)}") from None
-            if owner is None:
-                return False
-            if len(self._owners) >= _CACHED_OWNERS:
-                self._owners.clear()  # (a cache: the database has them all)
-            self._owners[name] = owner
+                if owner is None:
+                    return False
+                if len(self._owners) >= _CACHED_OWNERS:
+                    self._owners.clear()  # (a cache: the database has them all)
+                    self._seen.clear()
+                self._owners[name] = owner
+                self._seen[name] = -1.0
+            if owner == public_key and now - self._seen.get(name, -1.0) >= _SEEN_EVERY:
+                # Its login keeps the name: written at most once a day per name.
+                self._db.execute("UPDATE owners SET last_seen = ? WHERE name = ?", (now, name))
+                self._seen[name] = now
+        except sqlite3.Error as exc:
+            raise RegistryError(f"names database: {_reason(exc)}") from None
         return owner == public_key
+
+    def expire_inactive(self) -> int:
+        """Free the names nobody logged in under for ``name_ttl`` seconds; how many. Runs
+        at start and then at most once an hour, from ``claim``."""
+        now = self._clock()
+        self._next_expiry = now + 3600.0
+        cursor = self._db.execute("DELETE FROM owners WHERE last_seen < ?", (now - self._name_ttl,))
+        if cursor.rowcount:
+            self._owners.clear()
+            self._seen.clear()
+        return max(cursor.rowcount, 0)
 
     def known(self, name: str) -> bool:
         """Whether ``name`` has an owner (a returning peer's, or one taken): a new name is

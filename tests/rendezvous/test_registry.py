@@ -91,3 +91,42 @@ def test_a_database_failure_at_login_is_500_and_the_login_can_be_retried() -> No
     client.login(wire.now)
     wire.run()
     assert any(isinstance(e, LoggedIn) for e in events(client))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_name_nobody_logs_in_under_for_its_ttl_is_free_again(tmp_path: Path) -> None:
+    clock = _Clock()
+    path = tmp_path / "names.sqlite"
+    registry = NameRegistry(path, name_ttl=30 * 86400, clock=clock)
+    assert registry.claim("alice", b"a" * 32) and registry.claim("bob", b"b" * 32)
+    clock.now += 20 * 86400
+    assert registry.claim("alice", b"a" * 32)  # alice logs in: her name is kept
+    clock.now += 15 * 86400  # bob: 35 days without a login
+    assert registry.claim("bob", b"x" * 32)  # (expired within the hour's sweep: a new key)
+    assert registry.claim("alice", b"a" * 32) and not registry.claim("alice", b"x" * 32)
+    registry.close()
+    # And the expiry survives a restart, as the names do.
+    clock.now += 40 * 86400
+    again = NameRegistry(path, name_ttl=30 * 86400, clock=clock)
+    assert again.owner("alice") is None and again.owner("bob") is None
+
+
+def test_a_database_from_before_names_expired_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "names.sqlite"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute(
+        "CREATE TABLE owners (name TEXT PRIMARY KEY, public_key BLOB NOT NULL,"
+        " claimed_at REAL NOT NULL)"
+    )
+    old.execute("INSERT INTO owners VALUES ('alice', ?, 1000000.0)", (b"a" * 32,))
+    old.close()
+    clock = _Clock()
+    registry = NameRegistry(path, name_ttl=86400, clock=clock)
+    assert registry.claim("alice", b"a" * 32) and not registry.claim("alice", b"x" * 32)
