@@ -217,6 +217,13 @@ class IntroductionService:
                 "login_refused", name=name, source=address_text(source), reason="name taken"
             )
             return error_answer(message, ErrorCodes.FORBIDDEN, "name belongs to another key")
+        previous = self._peers.get(name)
+        moved = previous is None or previous.endpoint[0] != source[0]
+        if moved and not self._quotas.may_register(source[0]):
+            self._expire(now)  # (perhaps some of them are gone)
+            if not self._quotas.may_register(source[0]):
+                reason = "too many peers online from your address"
+                return error_answer(message, ErrorCodes.TRY_LATER, reason)
         if name not in self._peers and len(self._peers) >= self.config.max_peers:
             self._expire(now)
             if len(self._peers) >= self.config.max_peers:
@@ -225,6 +232,9 @@ class IntroductionService:
         session_key = self._random(16)
         rtt = min(message.get(RvAttr.RTT, 0) / 1_000_000, MAX_RTT)
         self._by_route[(source, via)] = name
+        if previous is not None:
+            self._quotas.unregistered(previous.endpoint[0])
+        self._quotas.registered(source[0])
         self._peers[name] = Registration(
             name=name,
             public_key=key,
@@ -362,6 +372,7 @@ class IntroductionService:
     def _expire(self, now: float) -> None:
         for name in [name for name, peer in self._peers.items() if peer.expires <= now]:
             peer = self._peers.pop(name)
+            self._quotas.unregistered(peer.endpoint[0])
             if self._by_route.get((peer.endpoint, peer.via)) == name:
                 del self._by_route[(peer.endpoint, peer.via)]
         self._logins.expire(now)

@@ -401,3 +401,20 @@ def test_introductions_to_one_peer_are_limited() -> None:
     alice.connect("bob", wire.now)
     wire.run()
     assert any(isinstance(e, Introduced) for e in events(alice))
+
+
+def test_peers_online_from_one_source_are_limited() -> None:
+    wire = Wire(make_service(quotas=QuotaConfig(registrations_per_source=2)))
+    identities = [Identity.generate() for _ in range(3)]
+    logged_in(wire, "peer0", identities[0], ALICE_AT)
+    logged_in(wire, "peer1", identities[1], ("198.51.100.1", 40009))  # (the same address)
+    client = wire.client("peer2", identities[2], ("198.51.100.1", 40010))
+    client.login(wire.now)
+    wire.run()
+    (failed,) = [e for e in events(client) if isinstance(e, LoginFailed)]
+    assert "too many peers online from your address" in failed.reason
+    # A peer already online logs in again (a new mapping) without counting twice, and
+    # another address is not limited by this one.
+    wire.now += 1.0
+    logged_in(wire, "peer0", identities[0], ("198.51.100.1", 40011))
+    logged_in(wire, "peer2", identities[2], BOB_AT)
