@@ -7,6 +7,7 @@ import asyncio
 import socket
 import struct
 import time
+from pathlib import Path
 
 from rendezvous.adapters.relay_sockets import TurnRelay
 from rendezvous.turn_auth import rest_credentials
@@ -16,12 +17,25 @@ from stunproto.message import new_transaction_id
 from tests.rendezvous.test_turn_server import REALM, SECRET, Address, _code, _relayed
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's ephemeral port range (Linux's default where it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return range(32768, 61000)
+    return range(int(low), int(high) + 1)
+
+
 async def test_turn_relay_on_loopback_relays_through_a_real_socket() -> None:
     config = TurnConfig(
         realm=REALM,
         shared_secret=SECRET,
         relay_ip="127.0.0.1",
-        relay_ports=range(20000, 60000),
+        # The peer socket below is on this host: the server relays to its own IP only at
+        # relay ports (no loops through its other services), so the range must hold every
+        # ephemeral port the peer may get (a port past the range once made this test fail
+        # now and then).
+        relay_ports=_ephemeral_ports(),
         denied_peers=(),  # the peer socket is on loopback
     )
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
