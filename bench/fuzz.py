@@ -246,28 +246,25 @@ class Core(Target):
         integrity is the session key), so that mutations re-sealed with the right key reach
         the code behind the checks. Nonces and sessions age: made again now and then."""
         creds = [(AttrType.USERNAME, self._username), (AttrType.REALM, REALM)]
-        probe = StunMessage(
-            Method.ALLOCATE,
-            MessageClass.REQUEST,
-            new_transaction_id(),
-            ((AttrType.REQUESTED_TRANSPORT, 17), *creds, (AttrType.NONCE, "none")),
-        )
+
+        def allocate(nonce: str) -> bytes:
+            attributes = ((AttrType.REQUESTED_TRANSPORT, 17), *creds, (AttrType.NONCE, nonce))
+            message = StunMessage(
+                Method.ALLOCATE, MessageClass.REQUEST, new_transaction_id(), attributes
+            )
+            return message.encode(integrity_key=self.key)
+
         nonce = "none"
-        for answer in self._exchange(probe.encode(integrity_key=self.key)):
+        for answer in self._exchange(allocate(nonce)):
             nonce = StunMessage.parse(answer).get(AttrType.NONCE) or nonce
-        allocate = StunMessage(
-            Method.ALLOCATE,
-            MessageClass.REQUEST,
-            new_transaction_id(),
-            ((AttrType.REQUESTED_TRANSPORT, 17), *creds, (AttrType.NONCE, nonce)),
-        ).encode(integrity_key=self.key)
+        allocate_now = allocate(nonce)
         send = StunMessage(
             Method.SEND,
             MessageClass.INDICATION,
             new_transaction_id(),
             ((AttrType.XOR_PEER_ADDRESS, ("192.0.2.9", 5000)), (AttrType.DATA, b"x" * 100)),
         ).encode()
-        self.seeds = [*_stun_seeds(), allocate, send, *self._session_seeds()]
+        self.seeds = [*_stun_seeds(), allocate_now, send, *self._session_seeds()]
 
     def _session_seeds(self) -> list[bytes]:
         identity = Identity.generate()

@@ -89,11 +89,7 @@ class NameRegistry:
                 owner = self.owner(name)
                 if owner is None:
                     return False
-                if len(self._owners) >= _CACHED_OWNERS:
-                    self._owners.clear()  # (a cache: the database has them all)
-                    self._seen.clear()
-                self._owners[name] = owner
-                self._seen[name] = -1.0
+                self._cache(name, owner)
             if owner == public_key and now - self._seen.get(name, -1.0) >= _SEEN_EVERY:
                 # Its login keeps the name: written at most once a day per name.
                 self._db.execute("UPDATE owners SET last_seen = ? WHERE name = ?", (now, name))
@@ -120,9 +116,20 @@ class NameRegistry:
         if name in self._owners:
             return True
         try:
-            return self.owner(name) is not None
+            owner = self.owner(name)
         except sqlite3.Error:
             return True
+        if owner is None:
+            return False
+        self._cache(name, owner)  # (so that claim, next, reads nothing again)
+        return True
+
+    def _cache(self, name: str, owner: bytes) -> None:
+        if len(self._owners) >= _CACHED_OWNERS:
+            self._owners.clear()  # (a cache: the database has them all)
+            self._seen.clear()
+        self._owners[name] = owner
+        self._seen[name] = -1.0  # (its last_seen is written at its next login)
 
     def owner(self, name: str) -> bytes | None:
         row = self._db.execute("SELECT public_key FROM owners WHERE name = ?", (name,)).fetchone()

@@ -165,17 +165,8 @@ class AllocationTable:
         if self.by_five.get(five) is allocation:
             del self.by_five[five]
         self.by_relay.pop(allocation.relay, None)
-        count = self._per_user.get(allocation.user, 0) - 1
-        if count > 0:
-            self._per_user[allocation.user] = count
-        else:
-            self._per_user.pop(allocation.user, None)
-        source = _source_of(allocation)
-        count = self._per_source.get(source, 0) - 1
-        if count > 0:
-            self._per_source[source] = count
-        else:
-            self._per_source.pop(source, None)
+        _release(self._per_user, allocation.user)
+        _release(self._per_source, _source_of(allocation))
         port = allocation.relay[1]
         self._cooling[port] = now + PORT_COOLDOWN
         if allocation.relay in self._to_open:
@@ -225,3 +216,12 @@ class AllocationTable:
 
 def _source_of(allocation: Allocation) -> str:
     return source_key(allocation.five_tuple[0][0])
+
+
+def _release(counts: dict[str, int], key: str) -> None:
+    """One fewer under ``key``; the key goes when none are left (bounded tables)."""
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
