@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from noiseproto import TransportKeys
 from peer.channel import Channel
-from peer.noise import TransportKeys
 from peer.transport.connection import TransportConnection
 from tests.peer.transport.netsim_flows import bottleneck_world
 

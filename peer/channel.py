@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from noiseproto import TransportKeys
 from peer.errors import RemoteProtocolError
-from peer.noise import TransportKeys
 
 __all__ = [
     "HEADER_SIZE",

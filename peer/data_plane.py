@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from noiseproto import TransportKeys
 from peer.channel import Channel, ChannelError
 from peer.errors import LocalProtocolError
-from peer.noise import TransportKeys
 from peer.transport.config import TransportConfig
 from peer.transport.connection import TransportConnection
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from peer.noise import Initiator, NoiseError, Responder, TransportKeys
+from noiseproto import Initiator, NoiseError, Responder, TransportKeys
 from rvproto.keys import ed25519_to_x25519_public
 from rvproto.messages import Introduction, Role
 

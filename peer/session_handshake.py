@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from noiseproto import TransportKeys
 from peer.data_plane import CHALLENGE_PACKET, DataPlane
 from peer.events import PathKind
 from peer.handshake import PROBE_PACKET, InitiatorHandshake, ResponderHandshake
 from peer.keepalive import KeepaliveClock
-from peer.noise import TransportKeys
 from peer.paths import PathSelector
 from peer.punching import Punching
 from peer.routes import Route, Transmit, Via

@@ -14,22 +14,42 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("stunproto", "rvproto", "iokit", "netsim", "natprobe", "rendezvous", "peer", "natlab")
+PACKAGES = (
+    "stunproto",
+    "rvproto",
+    "noiseproto",
+    "iokit",
+    "netsim",
+    "natprobe",
+    "rendezvous",
+    "peer",
+    "natlab",
+)
 # Who may import whom (first-party packages only). netsim stands alone so that it can drive
 # anyone's sans-I/O objects; the wire layers know nothing of either side; the server and
 # the peer never import each other.
 ALLOWED: dict[str, frozenset[str]] = {
     "stunproto": frozenset(),
     "rvproto": frozenset({"stunproto"}),
+    "noiseproto": frozenset(),
     "iokit": frozenset({"stunproto"}),
     "netsim": frozenset(),
     "natprobe": frozenset({"stunproto", "iokit"}),
-    "rendezvous": frozenset({"stunproto", "rvproto", "iokit"}),
-    "peer": frozenset({"stunproto", "rvproto", "iokit", "natprobe"}),
+    "rendezvous": frozenset({"stunproto", "rvproto", "noiseproto", "iokit"}),
+    "peer": frozenset({"stunproto", "rvproto", "noiseproto", "iokit", "natprobe"}),
     "natlab": frozenset(PACKAGES) - {"natlab"},
 }
 MAX_LINES = 400
-LENGTH_LIMITED = ("stunproto", "rvproto", "iokit", "netsim", "natprobe", "rendezvous", "peer")
+LENGTH_LIMITED = (
+    "stunproto",
+    "rvproto",
+    "noiseproto",
+    "iokit",
+    "netsim",
+    "natprobe",
+    "rendezvous",
+    "peer",
+)
 # The modules that may touch the event loop, sockets or the clock (everything else is
 # sans-I/O): adapters, command-line tools, the packages that are I/O by nature, and the
 # rendezvous's name store (SQLite, handed to the core as an object).

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from noiseproto import TransportKeys
 from peer.channel import (
     HEADER_SIZE,
     OVERHEAD,
@@ -21,7 +22,6 @@ from peer.channel import (
     DataDatagram,
     ReplayWindow,
 )
-from peer.noise import TransportKeys
 
 WINDOW = 2048
 

@@ -9,12 +9,11 @@ from peer.channel import ChannelError
 from peer.errors import LocalProtocolError, PeerError, RemoteProtocolError
 from peer.identity import IdentityError
 from peer.known_peers import KeyChanged, KnownPeersError
-from peer.noise import NoiseError
 from peer.transport.errors import TransportDecodeError
 from peer.turn_client import TurnClient, TurnClientConfig
 
 
-@pytest.mark.parametrize("error", [NoiseError, ChannelError, TransportDecodeError])
+@pytest.mark.parametrize("error", [ChannelError, TransportDecodeError])
 def test_what_the_other_side_breaks_is_remote(error: type[Exception]) -> None:
     assert issubclass(error, RemoteProtocolError) and issubclass(error, ValueError)
 

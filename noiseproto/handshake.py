@@ -2,7 +2,7 @@
 
 The framework objects follow the Noise specification, revision 34, section 5: a
 :class:`CipherState` (k, n) and a :class:`SymmetricState` (ck, h, HKDF over HMAC-HASH),
-both in peer.noise_symmetric, and here the :class:`HandshakeState` that interprets
+both in noiseproto.symmetric, and here the :class:`HandshakeState` that interprets
 message-pattern tokens. Only the IK pattern is wired up::
 
     IK:
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from peer.noise_symmetric import (
+from noiseproto.symmetric import (
     DHLEN,
     HASHES,
     TAGLEN,

@@ -14,8 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.identity import Identity
-from peer.noise import (
+from noiseproto import (
     CipherState,
     Initiator,
     NoiseConfig,
@@ -24,6 +23,7 @@ from peer.noise import (
     SymmetricState,
     TransportKeys,
 )
+from peer.identity import Identity
 from rvproto.keys import ed25519_to_x25519_public
 
 VECTORS = Path(__file__).parent / "vectors"

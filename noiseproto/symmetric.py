@@ -1,6 +1,6 @@
 """Noise's symmetric layer (specification revision 34, sections 5.1 and 5.2): the
 :class:`CipherState` (k, n) and the :class:`SymmetricState` (ck, h, HKDF over HMAC-HASH)
-that the handshake patterns of peer.noise drive.
+that the handshake patterns of noiseproto.handshake drive.
 
 Both copy cheaply, because the handshake works on a copy and commits only when a whole
 message checked out (a forged datagram must not leave half a message mixed in)."""
@@ -14,8 +14,6 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-from peer.errors import RemoteProtocolError
 
 __all__ = ["DHLEN", "HASHES", "KEYLEN", "TAGLEN", "CipherState", "NoiseError", "SymmetricState"]
 
@@ -32,8 +30,9 @@ HASHES: dict[str, Callable[..., Any]] = {
 }
 
 
-class NoiseError(RemoteProtocolError, ValueError):
-    """A handshake message that is malformed, forged, or arrives out of turn."""
+class NoiseError(ValueError):
+    """A handshake message that is malformed, forged, or arrives out of turn (the other
+    side's fault: the peer package counts it among its remote protocol errors)."""
 
 
 def _nonce(n: int) -> bytes:
