@@ -46,7 +46,8 @@ def _address(index: int) -> tuple[str, int]:
 class Bench:
     def __init__(self, db: str) -> None:
         config = RendezvousConfig(stun=StunServiceConfig(primary=SERVER))
-        self.core = RendezvousCore(config, NameRegistry(db))
+        self.registry = NameRegistry(db)  # (with a file: its writes on their own thread)
+        self.core = RendezvousCore(config, self.registry)
         self.server_seconds = 0.0
         self.now = 0.0
 
@@ -66,7 +67,7 @@ class Bench:
         config = RendezvousClientConfig(
             server=SERVER, name=f"peer{index}", public_key=identity.public_key
         )
-        client = RendezvousClient(config, identity.sign)
+        client = RendezvousClient(config, identity.x25519_private)
         client.login(self.now)
         for _ in range(3):  # request, challenge; signed request, answer
             self._to_server(client, at)
@@ -98,6 +99,7 @@ def run(peers: int, db: str) -> None:
     gc.collect()
     memory = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
+    bench.registry.close()
     del bench
     # Speed without tracemalloc (it slows Python down): a fresh server, up to 10,000 logins,
     # then an introduction from each even peer to the next.
@@ -112,6 +114,7 @@ def run(peers: int, db: str) -> None:
         client.connect(f"peer{2 * index + 1}", timed.now)
         timed._to_server(client, _address(2 * index))
     introductions_per_s = pairs / timed.server_seconds
+    timed.registry.close()
     print(
         f"  {peers:>7,} online: {logins_per_s:8,.0f} logins per server CPU-second, "
         f"{introductions_per_s:8,.0f} introductions/s, "

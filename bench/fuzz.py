@@ -270,7 +270,7 @@ class Core(Target):
         identity = Identity.generate()
         name = f"fuzz{self._fed}"
         config = RendezvousClientConfig(server=SERVER, name=name, public_key=identity.public_key)
-        client = RendezvousClient(config, identity.sign)
+        client = RendezvousClient(config, identity.x25519_private)
         client.login(self.now)
         seeds = []
         for _ in range(3):

@@ -3,12 +3,16 @@ wait for readiness by reading their structured logs with a deadline, never by sl
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import os
 import selectors
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -57,6 +61,13 @@ def is_listening(line: str) -> bool:
         return False
 
 
+@functools.cache
+def _run_key_file() -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="holepunch-key-"))
+    atexit.register(shutil.rmtree, directory, True)
+    return directory / "server_key.pem"
+
+
 @contextlib.contextmanager
 def rendezvous_process(
     args: Sequence[str], prefix: Sequence[str] = (), timeout: float = 15.0
@@ -65,6 +76,9 @@ def rendezvous_process(
     of the block; yields once it has logged that it listens."""
     # Tests and demos keep name ownership in memory unless they ask otherwise.
     storage = [] if "--db" in args else ["--db", ":memory:"]
+    # ... and one server key per test run (a restarted server keeps it, as a real one does).
+    if "--key-file" not in args:
+        storage += ["--key-file", str(_run_key_file())]
     process = subprocess.Popen(
         [*prefix, sys.executable, "-m", "rendezvous", "--json-logs", *storage, *args],
         stdin=subprocess.DEVNULL,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -79,14 +78,13 @@ class PeerAgent:
         self,
         config: AgentConfig,
         *,
-        sign: Callable[[bytes], bytes],
         static: X25519PrivateKey,
         known_peers: KnownPeers | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self._rng = rng or random.Random()
-        self.rendezvous = RendezvousClient(config.rendezvous, sign, rng=self._rng)
+        self.rendezvous = RendezvousClient(config.rendezvous, static, rng=self._rng)
         self._static = static
         self._known = known_peers
         self.sessions: dict[str, PeerSession] = {}
@@ -114,7 +112,7 @@ class PeerAgent:
         (the adapter opens it again after a loss when, and only when, this says so: the
         rendezvous client's backoff decides how often)."""
         rendezvous = self.rendezvous
-        logging_in = rendezvous.state in (LoginState.CHALLENGED, LoginState.SIGNING)
+        logging_in = rendezvous.state in (LoginState.CHALLENGED, LoginState.HANDSHAKING)
         # Before the first login, start-up opens it (and gives up when it cannot).
         return self.config.over_tcp and logging_in and rendezvous.reachability.ever_online
 
@@ -217,6 +215,7 @@ class PeerAgent:
                 self._introduce(event, now)
             elif isinstance(event, LoggedIn):
                 self._events.append(event)
+                self._pin_server(event.server_key)
                 if event.turn is not None and self.config.use_relay:
                     self._relay_after_login(event, now)
             else:
@@ -283,11 +282,13 @@ class PeerAgent:
             log.warning("introduction_refused", peer=repr(intro.name), reason="not a name")
             return
         if self._known is not None:
-            verdict = self._known.check(intro.name, intro.public_key)
+            server = self.rendezvous.server_key  # (a name means something at one server)
+            verdict = self._known.check(intro.name, intro.public_key, server)
             if verdict is Verdict.CHANGED:
                 # Loud refusal (SSH-style): the rendezvous vouches for a different key than
                 # the one we pinned for this name. A live session to that name ends too.
-                error = KeyChanged(intro.name, self._known.pinned(intro.name), intro.public_key)
+                pinned = self._known.pinned(intro.name, server)
+                error = KeyChanged(intro.name, pinned, intro.public_key)
                 live = self.sessions.get(intro.name)
                 if live is not None:
                     live.close(now, "key changed")
@@ -327,6 +328,16 @@ class PeerAgent:
             if address is not None and not self.turn.has_permission(address[0], now):
                 self.turn.create_permission(address[0], now)
 
+    def _pin_server(self, key: bytes) -> None:
+        """The login's handshake proved the server holds ``key``: pin it (trust on first
+        use, as SSH pins a host key; a pin is never replaced: peer forget @HOST:PORT)."""
+        server = self.config.rendezvous.server
+        try:
+            if self._known is not None and key:
+                self._known.pin_server(f"{server[0]}:{server[1]}", key)
+        except PeerError as exc:  # (an unwritable pin file: said once, the login stands)
+            log.warning("pin_failed", server=server[0], error=str(exc))
+
     def _pin(self, session: PeerSession) -> None:
         """The handshake proved the peer holds the key it was introduced with: pin it
         (trust on first use; a CHANGED key never got this far)."""
@@ -334,8 +345,9 @@ class PeerAgent:
             return
         intro = session.introduction
         try:
-            if self._known.check(intro.name, intro.public_key) is Verdict.NEW:
-                self._known.remember(intro.name, intro.public_key)
+            server = self.rendezvous.server_key
+            if self._known.check(intro.name, intro.public_key, server) is Verdict.NEW:
+                self._known.remember(intro.name, intro.public_key, server)
         except PeerError as exc:  # (an unwritable pin file: said once, the session goes on)
             log.warning("pin_failed", peer=intro.name, error=str(exc))
 

@@ -32,13 +32,17 @@ from peer.adapters.peer import PeerConfig
 from peer.adapters.punch_socket import PunchSocket
 from peer.chat import ChatOptions, run_chat
 from peer.errors import PeerError, ServerUnreachable
-from peer.identity import Identity, IdentityError, fingerprint, load_or_create
+from peer.identity import Identity, IdentityError, load_or_create
 from peer.known_peers import KnownPeers, KnownPeersError
+from peer.pins_cli import forget_target, run_pins, server_key_arg
 from peer.startup import Transport
 from peer.transfer_cli import PeerSettings, ReceiveOptions, SendOptions, run_receive, run_send
 from rvproto.names import InvalidName, canonical_name
 from stunproto.attributes import Address
 
+SERVER_KEY_HELP = (
+    "the rendezvous's key as `rendezvous key` prints it (default: pinned at first login)"
+)
 INTERRUPTED = 128 + signal.SIGINT  # 130: Ctrl-C (SIGTERM: 143, 128 + its number too)
 
 
@@ -125,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_config_dir() / "known_peers",
         help="pinned peer keys; a changed key is refused (default %(default)s)",
     )
+    chat.add_argument("--server-key", type=server_key_arg, help=SERVER_KEY_HELP)
     chat.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     chat.add_argument("--port", type=port_number, default=0, help=PORT_HELP)
     chat.add_argument(
@@ -155,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="list pinned peer keys with their fingerprints")
     forget = commands.add_parser("forget", help="remove the pin of a peer (its next key is new)")
-    forget.add_argument("name", type=peer_name, help="the peer whose pin goes")
+    forget.add_argument(
+        "name", type=forget_target, help="the peer whose pins go (@HOST:PORT: a server's)"
+    )
     for pins in (keys, forget):
         pins.add_argument("--known-peers", type=Path, default=default_config_dir() / "known_peers")
         pins.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -206,6 +213,7 @@ def _add_transfer_peer_options(parser: argparse.ArgumentParser) -> None:
     config = default_config_dir()
     parser.add_argument("--identity", type=Path, default=config / "identity.pem")
     parser.add_argument("--known-peers", type=Path, default=config / "known_peers")
+    parser.add_argument("--server-key", type=server_key_arg, help=SERVER_KEY_HELP)
     parser.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
     parser.add_argument("--port", type=port_number, default=0, help=PORT_HELP)
     parser.add_argument("--keepalive", type=SECONDS, help="keepalive interval in seconds")
@@ -247,6 +255,7 @@ def _peer_config(args: argparse.Namespace) -> PeerConfig:
         probe_lifetime=args.probe_lifetime,
         keepalive=args.keepalive,
         transport=Transport(args.transport),
+        server_key=args.server_key,
     )
 
 
@@ -344,37 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
 
 
-def _pins(args: argparse.Namespace) -> int:
-    """``peer keys`` and ``peer forget NAME``: no server, no loop."""
-    try:
-        known = KnownPeers(args.known_peers)
-    except KnownPeersError as exc:
-        print(f"peer: --known-peers {exc}", file=sys.stderr)
-        return 2
-    if args.command == "keys":
-        for name, key in known.items():
-            shown = {"name": name, "fingerprint": fingerprint(key)}
-            print(json.dumps(shown) if args.json else f"{name} {shown['fingerprint']}")
-        return 0
-    try:
-        found = known.forget(args.name)
-    except OSError as exc:
-        print(f"peer: {args.known_peers}: {os_reason(exc)}", file=sys.stderr)
-        return 1
-    if not found:
-        print(f"peer: no pin for {args.name} in {args.known_peers}", file=sys.stderr)
-        return 1
-    print(
-        json.dumps({"event": "forgotten", "name": args.name})
-        if args.json
-        else f"forgot {args.name}"
-    )
-    return 0
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.command in ("keys", "forget"):
-        return _pins(args)
+        return run_pins(args)
     try:
         server = resolve_endpoint(*args.server)
         if args.command == "chat":

@@ -37,6 +37,7 @@ class LoggedIn:
     public_endpoint: Address
     lifetime: float
     turn: TurnCredentials | None = None
+    server_key: bytes = b""  # the server's static key its handshake proved (to pin)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,14 @@
 """Trust on first use for peer identities, like OpenSSH's ``known_hosts``.
 
-The file holds one pin per line, ``NAME BASE64KEY`` (the raw 32-byte Ed25519 key in standard
-base64), plus ``#`` comments and blank lines::
+The file holds one pin per line, ``NAME BASE64KEY SERVER`` (the raw 32-byte Ed25519 key in
+standard base64; SERVER is the base64 key of the rendezvous that introduced it, since a name
+means something only at one server), the rendezvous servers' own keys as ``@HOST:PORT
+BASE64KEY``, plus ``#`` comments and blank lines::
 
-    # pinned by peer on first contact
-    alice   Tj4JbC3U0d3Nxq1jFiwO3SWHUsZzUvOfjuCO2iZcGe0=
+    @203.0.113.10:3478 NxGGDvcFQGOXX/S7DJSb7LQU+FhrLDkiXlOEogKFaUc=
+    alice Tj4JbC3U0d3Nxq1jFiwO3SWHUsZzUvOfjuCO2iZcGe0= NxGGDvcFQGOXX/S7DJSb7LQU+FhrLDkiXlOEogKFaUc=
+
+A pin without SERVER (written before pins were per server) holds at every server.
 
 A name seen for the first time is NEW (the caller decides whether to :meth:`remember` it);
 the same key again is a MATCH; a different key is CHANGED, which callers must refuse loudly
@@ -68,10 +72,13 @@ def name_problem(name: object) -> str | None:
 
 
 def _line_name(line: str) -> str | None:
-    """The canonical name a pin line is for (None: a comment, blank, or no name)."""
+    """The canonical name a pin line is for, or ``@HOST:PORT`` for a server's (None: a
+    comment, blank, or no name)."""
     fields = line.split()
     if not fields or fields[0].startswith("#"):
         return None
+    if fields[0].startswith("@"):
+        return fields[0]
     try:
         return canonical_name(fields[0])
     except InvalidName:
@@ -91,7 +98,8 @@ class KnownPeers:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._pins: dict[str, bytes] = {}
+        self._pins: dict[tuple[bytes | None, str], bytes] = {}  # (server key, name) -> key
+        self._servers: dict[str, bytes] = {}  # "@host:port" -> the server's key
         self._load()
 
     def _load(self) -> None:
@@ -110,9 +118,18 @@ class KnownPeers:
             if not stripped or stripped.startswith("#"):
                 continue
             fields = stripped.split()
-            if len(fields) != 2:
-                raise KnownPeersError(f"{self.path}:{lineno}: expected 'NAME BASE64KEY'")
-            written, encoded = fields
+            if fields[0].startswith("@") and len(fields) == 2:
+                server_key = _decode_key(fields[1])
+                if server_key is None:
+                    raise KnownPeersError(f"{self.path}:{lineno}: server key is not base64")
+                self._servers[fields[0]] = server_key
+                continue
+            if len(fields) not in (2, 3):
+                raise KnownPeersError(f"{self.path}:{lineno}: expected 'NAME BASE64KEY SERVER'")
+            written, encoded = fields[:2]
+            server = _decode_key(fields[2]) if len(fields) == 3 else None
+            if len(fields) == 3 and server is None:
+                raise KnownPeersError(f"{self.path}:{lineno}: server key is not base64")
             try:
                 name = canonical_name(written)  # (a pin from before names were folded)
             except InvalidName as exc:
@@ -122,11 +139,11 @@ class KnownPeers:
                 raise KnownPeersError(
                     f"{self.path}:{lineno}: key is not base64 of {PUBLIC_KEY_SIZE} bytes"
                 )
-            previous = self._pins.get(name)
+            previous = self._pins.get((server, name))
             if previous is not None and previous != key:
                 # Two pins for one name would make the verdict depend on line order.
                 raise KnownPeersError(f"{self.path}:{lineno}: {name!r} is pinned twice")
-            self._pins[name] = key
+            self._pins[(server, name)] = key
 
     def _read(self) -> bytes:
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # (a FIFO must not block us)
@@ -151,48 +168,67 @@ class KnownPeers:
             os.close(fd)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._pins
+        return any(pinned == name for _, pinned in self._pins)
 
-    def get(self, name: str) -> bytes | None:
-        return self._pins.get(name)
+    def get(self, name: str, server: bytes | None = None) -> bytes | None:
+        """The key pinned for ``name`` at ``server`` (or by a pin for every server)."""
+        return self._pins.get((server, name)) or self._pins.get((None, name))
 
-    def pinned(self, name: str) -> bytes:
+    def pinned(self, name: str, server: bytes | None = None) -> bytes:
         """The key pinned for ``name``; ``KeyError`` if there is none."""
-        return self._pins[name]
+        key = self.get(name, server)
+        if key is None:
+            raise KeyError(name)
+        return key
 
-    def check(self, name: str, public_key: bytes) -> Verdict:
-        pinned = self._pins.get(name)
+    def check(self, name: str, public_key: bytes, server: bytes | None = None) -> Verdict:
+        pinned = self.get(name, server)
         if pinned is None:
             return Verdict.NEW
         return Verdict.MATCH if pinned == public_key else Verdict.CHANGED
 
-    def require(self, name: str, public_key: bytes) -> Verdict:
+    def require(self, name: str, public_key: bytes, server: bytes | None = None) -> Verdict:
         """``check``, but CHANGED raises :class:`KeyChanged` instead of returning."""
-        verdict = self.check(name, public_key)
+        verdict = self.check(name, public_key, server)
         if verdict is Verdict.CHANGED:
-            raise KeyChanged(name, self._pins[name], public_key, self.path)
+            raise KeyChanged(name, self.pinned(name, server), public_key, self.path)
         return verdict
 
-    def pin(self, name: str, public_key: bytes) -> Verdict:
+    def pin(self, name: str, public_key: bytes, server: bytes | None = None) -> Verdict:
         """Trust on first use: remember a NEW key, accept a MATCH, raise on CHANGED."""
-        verdict = self.require(name, public_key)
+        verdict = self.require(name, public_key, server)
         if verdict is Verdict.NEW:
-            self.remember(name, public_key)
+            self.remember(name, public_key, server)
         return verdict
 
-    def remember(self, name: str, public_key: bytes) -> None:
+    def server_key(self, server: str) -> bytes | None:
+        """The key pinned for the rendezvous at ``server`` ("host:port")."""
+        return self._servers.get("@" + server)
+
+    def pin_server(self, server: str, key: bytes) -> None:
+        """Pin a rendezvous's key, proven by its login handshake (never replaces a pin)."""
+        if "@" + server in self._servers:
+            return
+        self._append(f"@{server} {base64.b64encode(key).decode('ascii')}\n", f"@{server}")
+        self._servers["@" + server] = key
+
+    def remember(self, name: str, public_key: bytes, server: bytes | None = None) -> None:
         """Append a pin (file created 0600, directory 0700). Never overwrites a pin."""
         if not is_canonical(name):
             # (What the rendezvous introduces, and what a line of the file can hold.)
             raise KnownPeersError(f"cannot pin {name!r}: {name_problem(name) or 'not canonical'}")
         if len(public_key) != PUBLIC_KEY_SIZE:
             raise KnownPeersError(f"a peer key is {PUBLIC_KEY_SIZE} bytes, not {len(public_key)}")
-        pinned = self._pins.get(name)
+        pinned = self.get(name, server)
         if pinned == public_key:
             return
         if pinned is not None:
             raise KeyChanged(name, pinned, public_key, self.path)
-        line = f"{name} {base64.b64encode(public_key).decode('ascii')}\n"
+        scope = "" if server is None else " " + base64.b64encode(server).decode("ascii")
+        self._append(f"{name} {base64.b64encode(public_key).decode('ascii')}{scope}\n", name)
+        self._pins[(server, name)] = public_key
+
+    def _append(self, line: str, what: str) -> None:
         try:
             if not self.path.parent.exists():
                 self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -203,21 +239,26 @@ class KnownPeers:
                     line = "\n" + line
                 f.write(line)
         except OSError as exc:
-            raise KnownPeersError(f"{self.path}: cannot pin {name!r}: {os_reason(exc)}") from None
-        self._pins[name] = public_key
+            raise KnownPeersError(f"{self.path}: cannot pin {what!r}: {os_reason(exc)}") from None
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:
             f.seek(-1, os.SEEK_END)
             return f.read(1) == b"\n"
 
-    def items(self) -> list[tuple[str, bytes]]:
-        """Every pin, (name, key), sorted by name."""
-        return sorted(self._pins.items())
+    def items(self) -> list[tuple[str, bytes, bytes | None]]:
+        """Every peer pin, (name, key, server key or None for every server), by name."""
+        pins = [(name, key, server) for (server, name), key in self._pins.items()]
+        return sorted(pins, key=lambda pin: (pin[0], pin[2] or b""))
+
+    def servers(self) -> list[tuple[str, bytes]]:
+        """Every rendezvous pin, ("host:port", key)."""
+        return sorted((server[1:], key) for server, key in self._servers.items())
 
     def forget(self, name: str) -> bool:
-        """Drop every pin for ``name``, keeping other lines; atomic rewrite. True if found."""
-        if name not in self._pins:
+        """Drop every pin for ``name`` (at every server; ``@host:port`` for a server's own),
+        keeping other lines; atomic rewrite. True if found."""
+        if name not in self and name not in self._servers:
             return False
         lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
         kept = [ln for ln in lines if _line_name(ln) != name]
@@ -230,5 +271,6 @@ class KnownPeers:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        del self._pins[name]
+        self._pins = {scope: key for scope, key in self._pins.items() if scope[1] != name}
+        self._servers.pop(name, None)
         return True

@@ -1,18 +1,18 @@
-"""Sans-I/O client side of the rendezvous protocol: login (challenge, signed answer),
-periodic refresh, CONNECT requests, and answering the server's introductions.
+"""Sans-I/O client side of the rendezvous protocol: login (a challenge, then a Noise
+handshake to the server's key: peer.rendezvous_login), refresh, CONNECT, introductions.
 
-Once logged in, the client stays reachable: a lost registration (a refresh unanswered or
-refused, a CONNECT told to log in again, the TCP connection gone) schedules another login
-with backoff, for as long as it runs (peer.relogin decides when, and what to report).
+A lost registration (a refresh unanswered or refused, a CONNECT told to log in again, the
+TCP connection gone) schedules another login with backoff (peer.relogin: when, what to say).
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from natprobe.report import NatType
 from peer.errors import LocalProtocolError
@@ -22,16 +22,17 @@ from peer.events import (
     LoggedIn,
     LoginFailed,
     RvEvent,
-    TurnCredentials,
 )
 from peer.relogin import Backoff, BackoffConfig, Reachability
+from peer.rendezvous_login import LoginAnswer, LoginHandshake, key_mismatch
 from peer.rendezvous_requests import (
     ConnectRequest,
+    HandshakeLoginRequest,
     LoginRequest,
     RefreshRequest,
     RvRequest,
-    SignedLoginRequest,
     no_answer,
+    report_indication,
 )
 from rvproto.messages import (
     RV_CODECS,
@@ -39,7 +40,6 @@ from rvproto.messages import (
     Introduction,
     RvAttr,
     RvMethod,
-    encode_signed,
     parse_rv,
     rv_message,
 )
@@ -53,7 +53,7 @@ from stunproto.message import is_stun, new_transaction_id
 class LoginState(Enum):
     IDLE = "idle"
     CHALLENGED = "challenged"  # asked for a challenge, waiting
-    SIGNING = "signing"  # sent the signed login, waiting
+    HANDSHAKING = "handshaking"  # sent the handshake login, waiting
     LOGGED_IN = "logged-in"
     FAILED = "failed"  # the first login failed: start-up decides what next (peer.startup)
     OFFLINE = "offline"  # was logged in, lost it: a login is scheduled (peer.relogin)
@@ -72,6 +72,9 @@ class RendezvousClientConfig:
         default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=9, rto_max=1.6, final_wait=4)
     )
     relogin: BackoffConfig = field(default_factory=BackoffConfig)  # after a lost registration
+    # The server's static X25519 key, pinned or given (--server-key); None: trust the key
+    # the first challenge presents (then pin it, as SSH does with host keys).
+    server_key: bytes | None = None
 
     def __post_init__(self) -> None:
         try:  # (the server takes canonical names only: "Alice" logs in as "alice")
@@ -84,12 +87,14 @@ class RendezvousClient:
     def __init__(
         self,
         config: RendezvousClientConfig,
-        sign: Callable[[bytes], bytes],
+        static: X25519PrivateKey,
         *,
         rng: random.Random | None = None,  # the backoff's jitter
     ) -> None:
         self.config = config
-        self._sign = sign
+        self._static = static  # our Noise static key (the X25519 form of our identity)
+        self.server_key = config.server_key  # learned at the first login when not given
+        self._handshake: LoginHandshake | None = None
         self._stun = StunClient(policy=config.policy, codecs=RV_CODECS)
         self._purpose: dict[bytes, RvRequest] = {}  # by transaction id
         self._events: deque[RvEvent] = deque()
@@ -108,10 +113,12 @@ class RendezvousClient:
     # ------------------------------------------------------------------ commands
 
     def login(self, now: float) -> None:
-        self._cancel(LoginRequest, SignedLoginRequest)  # one login at a time
+        self._cancel(LoginRequest, HandshakeLoginRequest)  # one login at a time
         self.state = LoginState.CHALLENGED
-        request = self._request(RvMethod.LOGIN, *self._identity_attributes())
-        self._start(request, now, LoginRequest())
+        # Padded as long as the challenge answer (rendezvous.login), which brings the
+        # server's key: so that the server is no amplifier.
+        attributes = (*self._identity_attributes(), (AttrType.PADDING, bytes(48)))
+        self._start(self._request(RvMethod.LOGIN, *attributes), now, LoginRequest())
 
     def connect(self, name: str, now: float) -> None:
         """An introduction to ``name``, canonical (rvproto.names; the server refuses others)."""
@@ -138,17 +145,7 @@ class RendezvousClient:
         """Tell the server how a punch ended (an indication: no answer, no retransmission)."""
         if self.session_key is None:
             return
-        indication = rv_message(
-            RvMethod.REPORT,
-            MessageClass.INDICATION,
-            new_transaction_id(),
-            (
-                (AttrType.USERNAME, self.config.name),
-                (RvAttr.PEER_NAME, peer),
-                (RvAttr.OUTCOME, outcome),
-                (RvAttr.ELAPSED, max(0, round(elapsed * 1000))),
-            ),
-        )
+        indication = report_indication(self.config.name, peer, outcome, elapsed)
         data = indication.encode(integrity_key=self.session_key, fingerprint=True)
         self._outbox.append((data, self.config.server))
 
@@ -201,10 +198,7 @@ class RendezvousClient:
     # ------------------------------------------------------------------ internals
 
     def _identity_attributes(self) -> tuple[tuple[int, object], ...]:
-        return (
-            (RvAttr.PEER_NAME, self.config.name),
-            (RvAttr.PUBLIC_KEY, self.config.public_key),
-        )
+        return ((RvAttr.PEER_NAME, self.config.name), (RvAttr.PUBLIC_KEY, self.config.public_key))
 
     @staticmethod
     def _request(method: int, *attributes: tuple[int, object]) -> StunMessage:
@@ -240,7 +234,7 @@ class RendezvousClient:
 
     def _on_timeout(self, purpose: RvRequest, now: float) -> None:
         match purpose:
-            case LoginRequest() | SignedLoginRequest():
+            case LoginRequest() | HandshakeLoginRequest():
                 self._login_failed(no_answer(self.config.policy.total_time()), None, now)
             case ConnectRequest(name=name):
                 reason = no_answer(self.config.policy.total_time())
@@ -255,43 +249,32 @@ class RendezvousClient:
         error: ErrorCode | None = response.get(AttrType.ERROR_CODE)
         if isinstance(purpose, LoginRequest):
             challenge = response.get(RvAttr.CHALLENGE)
+            presented = response.get(RvAttr.SERVER_KEY)
             if error is None or error.code != ErrorCodes.UNAUTHORIZED or challenge is None:
                 self._fail_login(error, now)
-                return
-            self.state = LoginState.SIGNING
-            self._send_signed_login(challenge, now)
-        elif isinstance(purpose, SignedLoginRequest):
+            elif not isinstance(presented, bytes):
+                self._login_failed("the server presented no key", None, now)
+            elif self.server_key is not None and presented != self.server_key:
+                reason = key_mismatch(self.config.server, presented, self.server_key)
+                self._login_failed(reason, None, now)
+            else:
+                self.state = LoginState.HANDSHAKING
+                self._send_handshake_login(challenge, presented, now)
+        elif isinstance(purpose, HandshakeLoginRequest):
             if error is not None and error.code == ErrorCodes.STALE and self._restarts < 3:
                 # The challenge expired or our retransmission lost the cached answer: start
                 # over with a fresh challenge rather than giving up.
                 self._restarts += 1
                 self.login(now)
                 return
-            session_key = response.get(RvAttr.SESSION_KEY)
-            mapped = response.get(AttrType.XOR_MAPPED_ADDRESS)
-            if error is not None or not isinstance(session_key, bytes) or mapped is None:
+            if error is not None or self._handshake is None:
                 self._fail_login(error, now)
                 return
-            self._restarts = 0
-            self.session_key = session_key
-            self.public_endpoint = mapped
-            lifetime = max(float(response.get(AttrType.LIFETIME, 60)), 10.0)
-            self._refresh_interval = self.config.refresh_interval or lifetime / 3
-            self._refresh_at = now + self._refresh_interval
-            self.state = LoginState.LOGGED_IN
-            if self.relayed is not None:
-                self._refresh_at = now  # a re-login: tell the new registration our relay
-            assert self.public_endpoint is not None
-            turn = None
-            server = response.get(RvAttr.TURN_SERVER)
-            username = response.get(RvAttr.TURN_USERNAME)
-            password = response.get(RvAttr.TURN_PASSWORD)
-            if server is not None and username is not None and password is not None:
-                turn = TurnCredentials(server, username, password)
-            self._events.append(LoggedIn(self.public_endpoint, lifetime, turn))
-            online = self.reachability.logged_in(self.public_endpoint)
-            if online is not None:
-                self._events.append(online)
+            answer = self._handshake.finish(response)
+            if isinstance(answer, str):
+                self._login_failed(answer, None, now)
+                return
+            self._logged_in(answer, now)
         elif isinstance(purpose, RefreshRequest):
             if error is not None or not self._authentic(response):
                 # Unknown or expired there (a restarted server has forgotten everyone).
@@ -325,6 +308,23 @@ class RendezvousClient:
                 return
             self._events.append(Introduced(introduction, now))
 
+    def _logged_in(self, answer: LoginAnswer, now: float) -> None:
+        self._restarts = 0
+        self.session_key = answer.session_key
+        self.server_key = answer.server_key  # proven: later logins expect it
+        self.public_endpoint = answer.public_endpoint
+        self._refresh_interval = self.config.refresh_interval or answer.lifetime / 3
+        self._refresh_at = now + self._refresh_interval
+        self.state = LoginState.LOGGED_IN
+        if self.relayed is not None:
+            self._refresh_at = now  # a re-login: tell the new registration our relay
+        self._events.append(
+            LoggedIn(answer.public_endpoint, answer.lifetime, answer.turn, answer.server_key)
+        )
+        online = self.reachability.logged_in(answer.public_endpoint)
+        if online is not None:
+            self._events.append(online)
+
     def _fail_login(self, error: ErrorCode | None, now: float) -> None:
         reason = "unexpected answer" if error is None else error.reason
         self._login_failed(reason, None if error is None else error.code, now)
@@ -340,7 +340,7 @@ class RendezvousClient:
 
     def _lose(self, reason: str, now: float) -> None:
         """Not registered (any more): stop what assumed we were, schedule the next login."""
-        self._cancel(LoginRequest, SignedLoginRequest, RefreshRequest)
+        self._cancel(LoginRequest, HandshakeLoginRequest, RefreshRequest)
         self._refresh_at = None
         self._restarts = 0
         self.state = LoginState.OFFLINE
@@ -354,18 +354,17 @@ class RendezvousClient:
                 self._stun.cancel(transaction_id)
                 del self._purpose[transaction_id]
 
-    def _send_signed_login(self, challenge: bytes, now: float) -> None:
-        attributes = [
-            *self._identity_attributes(),
-            (RvAttr.CHALLENGE, challenge),
-            *((RvAttr.PRIVATE_ENDPOINT, endpoint) for endpoint in self.config.private_endpoints),
-            (RvAttr.NAT_TYPE, str(self.config.nat_type)),
-        ]
-        if self.rtt is not None:
-            attributes.append((RvAttr.RTT, round(self.rtt * 1_000_000)))
-        unsigned = self._request(RvMethod.LOGIN, *attributes)
-        signed = encode_signed(unsigned, self._sign)
-        self._start_encoded(unsigned.transaction_id, signed, now, SignedLoginRequest())
+    def _send_handshake_login(self, challenge: bytes, server_key: bytes, now: float) -> None:
+        private = (
+            (RvAttr.PRIVATE_ENDPOINT, endpoint) for endpoint in self.config.private_endpoints
+        )
+        rtt = () if self.rtt is None else ((RvAttr.RTT, round(self.rtt * 1_000_000)),)
+        nat_type = (RvAttr.NAT_TYPE, str(self.config.nat_type))
+        attributes = (*self._identity_attributes(), (RvAttr.CHALLENGE, challenge))
+        unsent = self._request(RvMethod.LOGIN, *attributes, *private, nat_type, *rtt)
+        self._handshake = LoginHandshake(self._static, server_key)
+        data = self._handshake.request(unsent)
+        self._start_encoded(unsent.transaction_id, data, now, HandshakeLoginRequest())
 
     def _send_refresh(self, now: float) -> None:
         attributes: list[tuple[int, object]] = [(AttrType.USERNAME, self.config.name)]

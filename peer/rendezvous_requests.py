@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rvproto.messages import RvAttr, RvMethod, rv_message
+from stunproto import AttrType, MessageClass, StunMessage
+from stunproto.message import new_transaction_id
+
 
 @dataclass(frozen=True, slots=True)
 class LoginRequest:
@@ -13,8 +17,9 @@ class LoginRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class SignedLoginRequest:
-    """The login with the signed challenge (and our endpoints, NAT type, RTT)."""
+class HandshakeLoginRequest:
+    """The login with the challenge and the Noise handshake (and our endpoints, NAT type,
+    RTT)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,4 +54,19 @@ def silence_in(reason: str) -> str | None:
     return reason.removeprefix(NO_ANSWER + " (").removesuffix(")")
 
 
-RvRequest = LoginRequest | SignedLoginRequest | ConnectRequest | RefreshRequest
+RvRequest = LoginRequest | HandshakeLoginRequest | ConnectRequest | RefreshRequest
+
+
+def report_indication(name: str, peer: str, outcome: str, elapsed: float) -> StunMessage:
+    """REPORT: how a punch with ``peer`` ended (an indication: no answer, no retransmission)."""
+    return rv_message(
+        RvMethod.REPORT,
+        MessageClass.INDICATION,
+        new_transaction_id(),
+        (
+            (AttrType.USERNAME, name),
+            (RvAttr.PEER_NAME, peer),
+            (RvAttr.OUTCOME, outcome),
+            (RvAttr.ELAPSED, max(0, round(elapsed * 1000))),
+        ),
+    )

@@ -45,6 +45,9 @@ class PeerConfig:
     # Connections peers made to us that may wait for ``Peer.accept()``; more are refused
     # (0: refuse any that no accept() call is waiting for).
     accept_backlog: int = 16
+    # The rendezvous's static key (``rendezvous key`` prints it): its first login cannot be
+    # intercepted then. None: the key pinned for that server, else the one it presents.
+    server_key: bytes | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.transport, Transport):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import json
 import os
 import signal
 import sys
@@ -16,10 +17,11 @@ from pathlib import Path
 import structlog
 
 from iokit.cli_logging import configure_logging
+from rendezvous import server_key
 from rendezvous.adapters.server import RendezvousServer
-from rendezvous.adapters.tcp import TcpConfig
 from rendezvous.binding import StunServiceConfig
 from rendezvous.errors import ConfigError
+from rendezvous.fd_limit import raise_fd_limit
 from rendezvous.introductions import RendezvousConfig
 from rendezvous.quotas import QuotaConfig
 from rendezvous.ratelimit import RateLimit
@@ -129,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         "in memory only (default %(default)s)",
     )
     parser.add_argument(
+        "--key-file",
+        type=Path,
+        default=default_key_path(),
+        metavar="PATH",
+        help="the server's long-term key, created 0600 on first start; peers pin it "
+        "(`rendezvous key` prints it) (default %(default)s)",
+    )
+    parser.add_argument(
         "--registration-lifetime",
         type=float,
         default=60.0,
@@ -220,9 +230,42 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     return uvloop.new_event_loop
 
 
-def default_db_path() -> Path:
+def _state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "holepunch" / "rendezvous.sqlite"
+    return Path(base) / "holepunch"
+
+
+def default_db_path() -> Path:
+    return _state_dir() / "rendezvous.sqlite"
+
+
+def default_key_path() -> Path:
+    return _state_dir() / "server_key.pem"
+
+
+def key_main(argv: Sequence[str]) -> int:
+    """``rendezvous key``: print the server's public key (creating it on first use), the
+    value peers give as ``--server-key``."""
+    parser = argparse.ArgumentParser(
+        prog="rendezvous key",
+        description="Print the server's public key and fingerprint, creating the key file "
+        "(0600) if there is none. Give the key to peers as --server-key, so that their "
+        "first login cannot be intercepted.",
+    )
+    parser.add_argument("--key-file", type=Path, default=default_key_path(), metavar="PATH")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        private = server_key.load_or_create(args.key_file)
+    except ConfigError as exc:
+        print(f"rendezvous: {exc}", file=sys.stderr)
+        return 1
+    public, print_ = server_key.public_text(private), server_key.fingerprint(private)
+    if args.json:
+        print(json.dumps({"server_key": public, "fingerprint": print_, "file": str(args.key_file)}))
+    else:
+        print(f"server key {public} ({print_}) in {args.key_file}")
+    return 0
 
 
 async def _serve(
@@ -235,6 +278,12 @@ async def _serve(
     if db != ":memory:":
         Path(db).parent.mkdir(parents=True, exist_ok=True)
     registry = NameRegistry(db, name_ttl=name_ttl_days * 86400)
+    if config.server_key is not None:  # (what peers pin, or take as --server-key)
+        structlog.get_logger().info(
+            "server_key",
+            key=server_key.public_text(config.server_key),
+            fingerprint=server_key.fingerprint(config.server_key),
+        )
     try:
         async with RendezvousServer(config, registry, turn=turn):
             await stop.wait()
@@ -298,41 +347,10 @@ def configs_from(args: argparse.Namespace) -> tuple[RendezvousConfig, TurnConfig
     return config, turn
 
 
-# Descriptors besides relay sockets and TCP clients: the STUN sockets, the database, logs.
-_FD_SPARE = 64
-
-
-def raise_fd_limit(turn: TurnConfig | None) -> TurnConfig | None:
-    """Make the open-file limit cover every relay socket and TCP connection the settings
-    allow, so that a full relay answers 508 rather than failing on EMFILE: the soft limit
-    is raised up to the hard one; where even that is short, the relay gets fewer
-    allocations (said in the log). ConfigError when not even the TCP side fits."""
-    try:
-        import resource
-    except ImportError:  # (not on this platform: nothing to check)
-        return turn
-    base = TcpConfig().max_connections + _FD_SPARE
-    needed = base + (turn.max_allocations if turn is not None else 0)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return turn
-    limit = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-    if limit >= needed:
-        return turn
-    if turn is None or limit <= base:
-        raise ConfigError(
-            f"the open-file limit ({hard}) is below the {needed} descriptors the relay "
-            "and TCP clients may need: raise it (ulimit -n) or lower --turn-max-allocations"
-        )
-    allocations = limit - base
-    structlog.get_logger().warning(
-        "relay_allocations_capped", fd_limit=hard, max_allocations=allocations
-    )
-    return replace(turn, max_allocations=allocations)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["key"]:
+        return key_main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(verbose=args.verbose, json=args.json_logs)
     try:
@@ -345,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         turn = raise_fd_limit(turn)
+        private = server_key.load_or_create(args.key_file)
+        config = replace(config, server_key=private)
     except ConfigError as exc:
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 2

@@ -31,8 +31,9 @@ from dataclasses import replace
 import structlog
 
 from rendezvous.binding import BindingService, PlainBindingResponder
-from rendezvous.introductions import IntroductionService, Registration, RendezvousConfig
+from rendezvous.introductions import IntroductionService, RendezvousConfig
 from rendezvous.ratelimit import SourceRateLimiter
+from rendezvous.registration import Registration
 from rendezvous.registry import NameRegistry
 from rendezvous.routes import ClientVia, TcpConnection, Transmit, UdpSocket, address_text
 from rendezvous.turn_config import TurnConfig, is_turn_datagram

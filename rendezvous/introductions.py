@@ -15,17 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from rendezvous.answers import AnswerCache, error_answer
 from rendezvous.binding import StunServiceConfig
 from rendezvous.login import LoginChecker, LoginRefusal
 from rendezvous.quotas import QuotaConfig, Quotas
+from rendezvous.registration import Registration, introduce
 from rendezvous.registry import NameRegistry, RegistryError
 from rendezvous.routes import ClientVia, Transmit, address_text
 from rendezvous.turn_auth import rest_credentials
+from rvproto.login import LoginSecrets
+from rvproto.login import session_key as login_session_key
 from rvproto.messages import (
     ErrorCodes,
-    Introduction,
     Role,
     RvAttr,
     RvMethod,
@@ -67,20 +70,9 @@ class RendezvousConfig:
         default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=6, rto_max=1.0)
     )
     quotas: QuotaConfig = field(default_factory=QuotaConfig)  # new names, introductions
-
-
-@dataclass(slots=True)
-class Registration:
-    name: str
-    public_key: bytes
-    endpoint: Address  # observed: where its requests come from
-    via: ClientVia  # the route it logged in by: introductions go back that way
-    private_endpoints: tuple[Address, ...]
-    nat_type: str
-    session_key: bytes
-    rtt: float
-    expires: float
-    relayed: Address | None = None  # its relay allocation, once it has told us
+    # The server's static X25519 private key (32 bytes; rendezvous.server_key keeps it in a
+    # file). None: a fresh one per process, for tests and throwaway servers.
+    server_key: bytes | None = None
 
 
 Handler = Callable[[StunMessage, Address, ClientVia, float], "bytes | None"]
@@ -101,7 +93,9 @@ class IntroductionService:
         # Unix time = now + wall_offset: TURN REST usernames carry a wall-clock expiry, and
         # this core reads no clock (the adapter passes the offset of its monotonic clock).
         self._wall_offset = wall_offset
-        self._logins = LoginChecker(random_bytes(32), config.challenge_lifetime)
+        static = X25519PrivateKey.from_private_bytes(config.server_key or random_bytes(32))
+        self._logins = LoginChecker(random_bytes(32), config.challenge_lifetime, static)
+        self.server_key = self._logins.server_key  # (public: what peers pin)
         self._quotas = Quotas(config.quotas)
         self._peers: dict[str, Registration] = {}
         self._by_route: dict[tuple[Address, ClientVia], str] = {}  # (endpoint, via) -> name
@@ -200,14 +194,14 @@ class IntroductionService:
             return error_answer(message, login.code, login.reason, *login.extra)
         name, key = login.name, login.public_key
         if not self.registry.known(name) and not self._quotas.new_name(source[0], now):
-            self._logins.unspend(message.get(RvAttr.CHALLENGE))
+            self._logins.unspend(login.challenge)
             log.warning("login_refused", name=name, source=address_text(source), reason="quota")
             reason = "too many new names from your address; try again later"
             return error_answer(message, ErrorCodes.TRY_LATER, reason)
         try:
             owned = self.registry.claim(name, key)
         except RegistryError as exc:
-            self._logins.unspend(message.get(RvAttr.CHALLENGE))
+            self._logins.unspend(login.challenge)
             log.error("login_failed", name=name, error=str(exc))
             return error_answer(
                 message, ErrorCodes.SERVER_ERROR, "the server cannot record logins now"
@@ -229,7 +223,11 @@ class IntroductionService:
             if len(self._peers) >= self.config.max_peers:
                 return error_answer(message, ErrorCodes.TRY_LATER, "server full")
         private = tuple(all_values(message, RvAttr.PRIVATE_ENDPOINT))[:MAX_PRIVATE_ENDPOINTS]
-        session_key = self._random(16)
+        # Message 2 proves this server's key; the TURN credentials travel inside it, and
+        # the session key is the handshake's, never sent.
+        secrets, relay = self._turn_credentials(name, now)
+        message2, keys = login.responder.write_message2(secrets.encode())
+        session_key = login_session_key(keys.receive)
         rtt = min(message.get(RvAttr.RTT, 0) / 1_000_000, MAX_RTT)
         self._by_route[(source, via)] = name
         if previous is not None:
@@ -257,22 +255,21 @@ class IntroductionService:
             MessageClass.SUCCESS,
             (AttrType.XOR_MAPPED_ADDRESS, source),
             (AttrType.LIFETIME, int(self.config.registration_lifetime)),
-            (RvAttr.SESSION_KEY, session_key),
-            *self._turn_credentials(name, now),
+            *relay,
+            (RvAttr.HANDSHAKE, message2),
         )
-        return reply.encode(fingerprint=True)
+        return reply.encode(integrity_key=session_key, fingerprint=True)
 
-    def _turn_credentials(self, name: str, now: float) -> tuple[tuple[int, object], ...]:
+    def _turn_credentials(
+        self, name: str, now: float
+    ) -> tuple[LoginSecrets, tuple[tuple[int, object], ...]]:
         secret = self.config.turn_secret
         if secret is None:
-            return ()
+            return LoginSecrets(), ()
         expires = int(now + self._wall_offset + self.config.turn_credential_ttl)
         username, password = rest_credentials(secret, name, expires)
-        return (
-            (RvAttr.TURN_SERVER, self.config.turn_server or self._primary),
-            (RvAttr.TURN_USERNAME, username),
-            (RvAttr.TURN_PASSWORD, password),
-        )
+        relay = self.config.turn_server or self._primary
+        return LoginSecrets(username, password), ((RvAttr.TURN_SERVER, relay),)
 
     # ------------------------------------------------------------------ authenticated
 
@@ -338,7 +335,7 @@ class IntroductionService:
             new_transaction_id(),
             (
                 (AttrType.USERNAME, target.name),
-                *_introduce(caller, Role.RESPONDER, token, target_delay).attributes(),
+                *introduce(caller, Role.RESPONDER, token, target_delay).attributes(),
             ),
         )
         self._routes[to_target.transaction_id] = target.via
@@ -348,7 +345,7 @@ class IntroductionService:
         log.info("exchange", source=caller.name, target=target.name)
         reply = message.reply(
             MessageClass.SUCCESS,
-            *_introduce(target, Role.INITIATOR, token, caller_delay).attributes(),
+            *introduce(target, Role.INITIATOR, token, caller_delay).attributes(),
         )
         return reply.encode(integrity_key=caller.session_key, fingerprint=True)
 
@@ -377,17 +374,3 @@ class IntroductionService:
                 del self._by_route[(peer.endpoint, peer.via)]
         self._logins.expire(now)
         self._answered.expire(now)
-
-
-def _introduce(peer: Registration, role: Role, token: bytes, delay: float) -> Introduction:
-    return Introduction(
-        name=peer.name,
-        public_key=peer.public_key,
-        public_endpoint=peer.endpoint,
-        private_endpoints=peer.private_endpoints,
-        role=role,
-        token=token,
-        punch_delay=max(delay, 0.0),
-        nat_type=peer.nat_type,
-        relayed_endpoint=peer.relayed,
-    )

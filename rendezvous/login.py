@@ -1,9 +1,11 @@
-"""The signed login (docs/protocol.md): stateless challenges bound to the source, the name
-and the key, a signature over the request, and each challenge good for one login.
+"""The login (docs/protocol.md): stateless challenges bound to the source, the name and the
+key, then a Noise IK handshake to the server's static key, each challenge good for one login.
 
 A challenge is ``issued_ms (8 bytes) || HMAC-SHA256(secret, issued_ms, source, name,
 key)[:16]``: the server keeps no state until a login succeeds, and then only the used
-challenge (until it expires), so that a captured login cannot be replayed.
+challenge (until it expires), so that a captured login cannot be replayed. The challenge is
+also the handshake's cookie (as WireGuard's MAC2 under load, but always): the Diffie-Hellman
+work is only done for a source that has shown it receives at its address.
 """
 
 from __future__ import annotations
@@ -13,26 +15,34 @@ import hmac
 from dataclasses import dataclass
 
 import structlog
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from noiseproto import NoiseError, Responder
 from rendezvous.routes import address_text
-from rvproto.keys import check_public_key
-from rvproto.messages import ErrorCodes, RvAttr, signature_input
+from rvproto.keys import PublicKeyError, check_public_key, is_x25519_form
+from rvproto.login import login_prologue
+from rvproto.messages import ErrorCodes, RvAttr
 from rvproto.names import NAME_RULE, InvalidName, canonical_name, is_canonical
-from stunproto import AttrType, StunDecodeError, StunMessage
+from stunproto import StunDecodeError, StunMessage
 from stunproto.attributes import Address
 
 log = structlog.get_logger()
 
 MAX_TEXT_BYTES = 32  # NAT-TYPE: a short word; anything longer would amplify
+# The challenge answer (with the server's key) is about this long: a first LOGIN must be at
+# least as long (the client pads it), so that a spoofed one amplifies nothing.
+MIN_CHALLENGE_REQUEST = 112
 
 
 @dataclass(frozen=True, slots=True)
 class VerifiedLogin:
+    """A login whose handshake message 1 checked out: ``responder`` writes message 2."""
+
     name: str
     public_key: bytes
     nat_type: str
+    challenge: bytes
+    responder: Responder
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +56,10 @@ class LoginRefusal:
 
 
 class LoginChecker:
-    def __init__(self, secret: bytes, challenge_lifetime: float) -> None:
+    def __init__(self, secret: bytes, challenge_lifetime: float, static: X25519PrivateKey) -> None:
         self._secret = secret
+        self._static = static
+        self.server_key = static.public_key().public_bytes_raw()
         self._lifetime = challenge_lifetime
         self._used: dict[bytes, float] = {}  # challenge -> when it expires
 
@@ -64,9 +76,14 @@ class LoginChecker:
             return LoginRefusal(ErrorCodes.BAD_REQUEST, "a public key is required")
         challenge = message.get(RvAttr.CHALLENGE)
         if challenge is None:
+            if len(message.raw) < MIN_CHALLENGE_REQUEST:
+                reason = f"pad LOGIN to {MIN_CHALLENGE_REQUEST} B"
+                return LoginRefusal(ErrorCodes.BAD_REQUEST, reason)
             fresh = self._challenge(source, name, key, int(now * 1000))
             return LoginRefusal(
-                ErrorCodes.UNAUTHORIZED, "sign this challenge", ((RvAttr.CHALLENGE, fresh),)
+                ErrorCodes.UNAUTHORIZED,
+                "challenge",
+                ((RvAttr.CHALLENGE, fresh), (RvAttr.SERVER_KEY, self.server_key)),
             )
         issued_ms = int.from_bytes(challenge[:8], "big")
         issued = issued_ms / 1000
@@ -77,24 +94,23 @@ class LoginChecker:
         if challenge in self._used:
             log.warning("login_replay", name=name, source=address_text(source))
             return LoginRefusal(ErrorCodes.STALE, "challenge already used")
-        if not _only_fingerprint_after_signature(message):
-            # Unsigned additions (an on-path attacker appending endpoints or an RTT).
-            return LoginRefusal(ErrorCodes.BAD_REQUEST, "attributes after SIGNATURE")
         nat_type = message.get(RvAttr.NAT_TYPE, "unknown")
         if not isinstance(nat_type, str) or len(nat_type.encode()) > MAX_TEXT_BYTES:
             return LoginRefusal(ErrorCodes.BAD_REQUEST, "NAT-TYPE too long")
         try:
-            # Small-order and non-canonical keys verify forged signatures in some libraries
-            # and have no X25519 form for the peers' handshake: refuse them outright (a
-            # key off the curve fails the signature check itself).
+            # Small-order and non-canonical keys have no safe X25519 form for the peers'
+            # handshake: refuse them outright.
             check_public_key(key)
-            Ed25519PublicKey.from_public_bytes(key).verify(
-                message.get(RvAttr.SIGNATURE) or b"", signature_input(message.raw)
-            )
-        except (InvalidSignature, ValueError, StunDecodeError):
-            return LoginRefusal(ErrorCodes.UNAUTHORIZED, "bad signature")
+            # The prologue holds every attribute before HANDSHAKE, so an on-path attacker
+            # can neither change them nor append any (it refuses all but FINGERPRINT).
+            responder = Responder(self._static, login_prologue(message.raw))
+            static, _ = responder.read_message1(message.get(RvAttr.HANDSHAKE) or b"")
+        except (PublicKeyError, NoiseError, StunDecodeError):
+            return LoginRefusal(ErrorCodes.UNAUTHORIZED, "handshake failed")
+        if not is_x25519_form(key, static):
+            return LoginRefusal(ErrorCodes.UNAUTHORIZED, "the handshake's key is not PUBLIC-KEY")
         self._used[challenge] = issued + self._lifetime
-        return VerifiedLogin(name, key, nat_type)
+        return VerifiedLogin(name, key, nat_type, challenge, responder)
 
     def unspend(self, challenge: bytes) -> None:
         """The login could not be completed by no fault of the client (the database failed):
@@ -112,14 +128,6 @@ class LoginChecker:
         stamp = issued_ms.to_bytes(8, "big")
         material = stamp + f"{source[0]}|{source[1]}|{name}|".encode() + key
         return stamp + hmac.new(self._secret, material, hashlib.sha256).digest()[:16]
-
-
-def _only_fingerprint_after_signature(message: StunMessage) -> bool:
-    kinds = [kind for kind, _ in message.attributes]
-    if RvAttr.SIGNATURE not in kinds:
-        return True  # the signature check itself refuses it
-    after = kinds[kinds.index(RvAttr.SIGNATURE) + 1 :]
-    return all(kind == AttrType.FINGERPRINT for kind in after)
 
 
 def _name_refusal(name: object) -> str:

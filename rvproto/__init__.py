@@ -3,6 +3,7 @@
 both sides apply to the keys the server vouches for. It depends on ``stunproto`` only."""
 
 from rvproto.keys import PublicKeyError, ed25519_to_x25519_public
+from rvproto.login import LoginSecrets, login_prologue, session_key
 from rvproto.messages import (
     RV_CODECS,
     RV_METHODS,
@@ -11,11 +12,9 @@ from rvproto.messages import (
     Role,
     RvAttr,
     RvMethod,
-    encode_signed,
     is_rv_datagram,
     parse_rv,
     rv_message,
-    signature_input,
 )
 
 __all__ = [
@@ -23,14 +22,15 @@ __all__ = [
     "RV_METHODS",
     "ErrorCodes",
     "Introduction",
+    "LoginSecrets",
     "PublicKeyError",
     "Role",
     "RvAttr",
     "RvMethod",
     "ed25519_to_x25519_public",
-    "encode_signed",
     "is_rv_datagram",
+    "login_prologue",
     "parse_rv",
     "rv_message",
-    "signature_input",
+    "session_key",
 ]

@@ -32,8 +32,8 @@ _SMALL_ORDER_Y = frozenset({1, _P - 1, 0, _ORDER_8_Y, _P - _ORDER_8_Y})
 def check_public_key(ed_pub: bytes) -> None:
     """What the rendezvous checks of a key at login, with no modular arithmetic at all
     (libsodium's way): 32 bytes, y canonically encoded, and not one of the small-order
-    points. Whether it is on the curve at all is left to the Ed25519 signature check that
-    follows, which decodes the point (and fails) in C. PublicKeyError if not."""
+    points. That it is on the curve follows from the login handshake: its X25519 form must
+    be the static key the peer proved (:func:`is_x25519_form`). PublicKeyError if not."""
     if len(ed_pub) != PUBLIC_KEY_SIZE:
         raise PublicKeyError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} bytes, not {len(ed_pub)}")
     y = int.from_bytes(ed_pub, "little") & ((1 << 255) - 1)
@@ -41,6 +41,20 @@ def check_public_key(ed_pub: bytes) -> None:
         raise PublicKeyError("Ed25519 public key is not canonically encoded")
     if y in _SMALL_ORDER_Y:
         raise PublicKeyError("Ed25519 public key has small order")
+
+
+def is_x25519_form(ed_pub: bytes, x_pub: bytes) -> bool:
+    """Whether ``x_pub`` is the X25519 form of ``ed_pub`` (checked with
+    :func:`check_public_key` first): u = (1 + y) / (1 - y), tested as u (1 - y) = 1 + y, one
+    multiplication where the conversion needs an inversion. The login uses it: the peer's
+    handshake proves ``x_pub``, so the key it registers must be the Ed25519 key behind it."""
+    if len(x_pub) != PUBLIC_KEY_SIZE or len(ed_pub) != PUBLIC_KEY_SIZE:
+        return False
+    u = int.from_bytes(x_pub, "little")
+    if u >= _P:  # (a non-canonical u would give one key two encodings)
+        return False
+    y = int.from_bytes(ed_pub, "little") & ((1 << 255) - 1)
+    return u * (1 - y) % _P == (1 + y) % _P
 
 
 def _small_order(x: int, y: int) -> bool:

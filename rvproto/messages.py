@@ -12,9 +12,7 @@ MESSAGE-INTEGRITY and FINGERPRINT for free.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -28,11 +26,11 @@ from stunproto.attributes import (
     uint_codec,
     with_codecs,
 )
-from stunproto.message import HEADER_SIZE, method_of
+from stunproto.message import method_of
 
 
 class RvMethod(IntEnum):
-    LOGIN = 0xC01  # register name, key and endpoints (challenge, then signed)
+    LOGIN = 0xC01  # register name, key and endpoints (challenge, then a Noise handshake)
     REFRESH = 0xC02  # keep the registration (and the server's NAT mapping) alive
     CONNECT = 0xC03  # ask to be introduced to another peer
     PEER = 0xC04  # server -> peer: an introduction (the other side of CONNECT)
@@ -45,20 +43,18 @@ class RvAttr(IntEnum):
     PUBLIC_KEY = 0x7F02  # Ed25519, 32 bytes
     PRIVATE_ENDPOINT = 0x7F03  # repeated; XORed so NAT ALGs cannot rewrite it
     NAT_TYPE = 0x7F04
-    SIGNATURE = 0x7F05  # Ed25519 over the message up to this attribute
     CHALLENGE = 0x7F06
     CONNECT_TOKEN = 0x7F07  # fresh per introduction, proves the punch belongs to it
     PUNCH_DELAY = 0x7F08  # milliseconds to wait after receipt before punching
     PUBLIC_ENDPOINT = 0x7F09  # the other peer's observed (public) endpoint
     ROLE = 0x7F0A  # 0: initiator (sends the Noise handshake), 1: responder
     RTT = 0x7F0B  # the peer's measured round trip to the server, microseconds
-    SESSION_KEY = 0x7F0C  # login session secret: MESSAGE-INTEGRITY key from then on
     OUTCOME = 0x7F0D  # REPORT: "lan", "direct", "failed", ...
     ELAPSED = 0x7F0E  # REPORT: milliseconds from introduction to outcome
-    TURN_SERVER = 0x7F10  # LOGIN answer: the relay to allocate on (ours or coturn)
-    TURN_USERNAME = 0x7F11  # LOGIN answer: short-lived TURN REST credentials
-    TURN_PASSWORD = 0x7F12
+    TURN_SERVER = 0x7F10  # LOGIN answer: the relay (its credentials are in the handshake)
     RELAYED_ENDPOINT = 0x7F13  # REFRESH: my relay allocation; introductions: the other's
+    SERVER_KEY = 0x7F14  # LOGIN challenge: the server's static X25519 key (Noise IK's <- s)
+    HANDSHAKE = 0x7F15  # LOGIN: Noise IK message 1 (request) or 2 (answer)
 
 
 _ADDRESS = address_codec(xor=True)
@@ -70,20 +66,18 @@ RV_CODECS = with_codecs(
         RvAttr.PUBLIC_KEY: raw_codec(32),
         RvAttr.PRIVATE_ENDPOINT: _ADDRESS,
         RvAttr.NAT_TYPE: text_codec(),
-        RvAttr.SIGNATURE: raw_codec(64),
         RvAttr.CHALLENGE: raw_codec(24),
         RvAttr.CONNECT_TOKEN: raw_codec(16),
         RvAttr.PUNCH_DELAY: uint_codec(4),
         RvAttr.PUBLIC_ENDPOINT: _ADDRESS,
         RvAttr.ROLE: uint_codec(4),
         RvAttr.RTT: uint_codec(4),
-        RvAttr.SESSION_KEY: raw_codec(16),
         RvAttr.OUTCOME: text_codec(),
         RvAttr.ELAPSED: uint_codec(4),
         RvAttr.TURN_SERVER: _ADDRESS,
-        RvAttr.TURN_USERNAME: text_codec(),
-        RvAttr.TURN_PASSWORD: text_codec(),
         RvAttr.RELAYED_ENDPOINT: _ADDRESS,
+        RvAttr.SERVER_KEY: raw_codec(32),
+        RvAttr.HANDSHAKE: raw_codec(),
     },
 )
 
@@ -104,7 +98,6 @@ def parse_rv(data: bytes) -> StunMessage:
 
 
 RV_METHODS = frozenset(int(method) for method in RvMethod)
-SIGNATURE_DOMAIN = b"holepunch rendezvous login v1\x00"
 
 
 class Role(IntEnum):
@@ -113,7 +106,7 @@ class Role(IntEnum):
 
 
 class ErrorCodes:
-    UNAUTHORIZED = 401  # challenge issued, or bad signature / integrity
+    UNAUTHORIZED = 401  # challenge issued, or a failed handshake / integrity
     FORBIDDEN = 403  # the name belongs to another key
     NOT_FOUND = 404  # unknown or offline peer
     STALE = 438  # challenge expired or already used
@@ -129,30 +122,6 @@ def is_rv_datagram(data: bytes) -> bool:
 
 def all_values(message: StunMessage, attr_type: int) -> list[object]:
     return [value for kind, value in message.attributes if kind == attr_type]
-
-
-def signature_input(raw: bytes) -> bytes:
-    """What a SIGNATURE signs: the domain, then the message up to (not including) the
-    SIGNATURE attribute, with the header length counting up to the end of SIGNATURE (the
-    MESSAGE-INTEGRITY convention). Raises StunDecodeError if there is no SIGNATURE."""
-    pos = HEADER_SIZE
-    while pos + 4 <= len(raw):
-        attr_type, length = struct.unpack_from("!HH", raw, pos)
-        if attr_type == RvAttr.SIGNATURE:
-            header = raw[:2] + (pos - HEADER_SIZE + 4 + 64).to_bytes(2, "big") + raw[4:HEADER_SIZE]
-            return SIGNATURE_DOMAIN + header + raw[HEADER_SIZE:pos]
-        pos += 4 + length + (-length & 3)
-    raise StunDecodeError("no SIGNATURE attribute")
-
-
-def encode_signed(message: StunMessage, sign: Callable[[bytes], bytes]) -> bytes:
-    """Encode ``message`` with a trailing SIGNATURE made by ``sign`` and a FINGERPRINT."""
-    with_placeholder = replace(
-        message, attributes=(*message.attributes, (RvAttr.SIGNATURE, bytes(64)))
-    )
-    signature = sign(signature_input(with_placeholder.encode()))
-    signed = replace(message, attributes=(*message.attributes, (RvAttr.SIGNATURE, signature)))
-    return signed.encode(fingerprint=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,11 @@
 """asyncio adapter: ``Peer``, the library API on top of PeerAgent, and the
-:class:`~peer.adapters.connection.Connection` objects it hands out.
+:class:`~peer.adapters.connection.Connection` objects it hands out::
 
     async with Peer(server, identity=identity, name="alice") as me:
         conn = await me.connect("bob")
         await conn.send(b"hi")
-        async for data in conn:
-            ...
 
-Only the adapters (and the CLI) touch sockets and the clock: the agent under them is
-sans-I/O, and every start-up decision (transport, keepalive pacing, when the login is
-done) is peer.startup's.
+The agent under it is sans-I/O; start-up decisions (transport, keepalives) are peer.startup's.
 """
 
 from __future__ import annotations
@@ -155,6 +151,7 @@ class Peer(AsyncLifecycle):
                 private_endpoints=local_endpoints(port, local_ip),
                 nat_type=self.nat_type,
                 refresh_interval=plan.refresh_interval,
+                server_key=self.config.server_key or self._pinned_server_key(),
             ),
             session=plan.session,
             relay_only=over_tcp,
@@ -162,7 +159,6 @@ class Peer(AsyncLifecycle):
         )
         self._agent = PeerAgent(
             agent_config,
-            sign=self.identity.sign,
             static=self.identity.x25519_private,
             known_peers=self._known,
             rng=random.Random(),
@@ -185,6 +181,10 @@ class Peer(AsyncLifecycle):
         self.transport = attempt.transport
         if attempt.relay_missing:
             log.warning("relay_unavailable", reason="no allocation in time")
+
+    def _pinned_server_key(self) -> bytes | None:
+        server = f"{self.server[0]}:{self.server[1]}"  # (pinned by the agent at login)
+        return self._known.server_key(server) if self._known is not None else None
 
     async def _until_settled(self, attempt: LoginAttempt) -> None:
         """Wake on every pump (the agent's events feed ``attempt`` in ``_dispatch``) and at

@@ -31,17 +31,16 @@ def agent(*, relay_only: bool = False, over_tcp: bool = False) -> PeerAgent:
         relay_only=relay_only,
         over_tcp=over_tcp,
     )
-    return PeerAgent(
-        config, sign=identity.sign, static=identity.x25519_private, rng=random.Random(1)
-    )
+    return PeerAgent(config, static=identity.x25519_private, rng=random.Random(1))
 
 
 def challenge(request: bytes) -> bytes:
     """The server's first answer to a login: 401 with a challenge."""
     reply = parse_rv(request).reply(
         MessageClass.ERROR,
-        (AttrType.ERROR_CODE, ErrorCode(ErrorCodes.UNAUTHORIZED, "sign this")),
+        (AttrType.ERROR_CODE, ErrorCode(ErrorCodes.UNAUTHORIZED, "challenge")),
         (RvAttr.CHALLENGE, bytes(24)),
+        (RvAttr.SERVER_KEY, Identity.generate().x25519_public),
     )
     return reply.encode(fingerprint=True)
 
@@ -59,7 +58,7 @@ def test_over_tcp_everything_for_the_rendezvous_takes_the_connection() -> None:
     ((request, destination, via),) = peer.datagrams_to_send(0.0)
     assert destination == SERVER and via == TCP
     assert peer.receive_datagram(challenge(request), SERVER, 0.01, TCP)
-    assert peer.rendezvous.state is LoginState.SIGNING
+    assert peer.rendezvous.state is LoginState.HANDSHAKING
     assert [via for _, _, via in peer.datagrams_to_send(0.01)] == [TCP]
 
 
@@ -70,7 +69,7 @@ def test_the_rendezvous_is_not_heard_on_an_extra_socket() -> None:
     assert not peer.receive_datagram(challenge(request), SERVER, 0.01, ExtraSocket(0))
     assert peer.rendezvous.state is LoginState.CHALLENGED
     assert peer.receive_datagram(challenge(request), SERVER, 0.01, DIRECT)
-    assert peer.rendezvous.state is LoginState.SIGNING
+    assert peer.rendezvous.state is LoginState.HANDSHAKING
 
 
 def test_tcp_without_the_relay_is_refused() -> None:

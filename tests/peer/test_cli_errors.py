@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from natlab.services import chat_args
 from peer.adapters.peer import Peer, PeerConfig, Transport
@@ -308,7 +309,8 @@ def test_the_server_says_its_rule_too() -> None:
         new_transaction_id(),
         ((RvAttr.PEER_NAME, "a" * 100), (RvAttr.PUBLIC_KEY, bytes(32))),
     )
-    refusal = LoginChecker(b"secret", 30.0).check(login, ("127.0.0.1", 5000), 0.0)
+    checker = LoginChecker(b"secret", 30.0, X25519PrivateKey.generate())
+    refusal = checker.check(login, ("127.0.0.1", 5000), 0.0)
     assert (
         getattr(refusal, "reason", None)
         == f"peer name 'aaaaaaaaaaaaaaaaaaaa...' is 100 bytes long; {NAME_RULE}"

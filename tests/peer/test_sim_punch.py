@@ -13,7 +13,7 @@ from peer.known_peers import KnownPeers, Verdict
 from peer.rendezvous_client import RendezvousClientConfig
 from peer.routes import ExtraSocket
 from peer.session import SessionConfig
-from tests.support.sim import IMPOSSIBLE, KINDS, build_world
+from tests.support.sim import IMPOSSIBLE, KINDS, SERVER, build_world
 
 PAIRS = [(a, b) for a in KINDS for b in KINDS]
 
@@ -132,7 +132,13 @@ def test_first_contact_pins_the_key(tmp_path) -> None:  # type: ignore[no-untype
     world.net.wake()
     assert world.net.run_until(lambda: world.a.has(Connected), timeout=5)
     bob_key = world.b.agent.config.rendezvous.public_key
-    assert known.check("bob", bob_key) is Verdict.MATCH
+    server_key = world.a.agent.rendezvous.server_key
+    assert server_key is not None
+    # Pinned for the server that introduced it (a name means something at one server),
+    # and the server's own key with it.
+    assert known.check("bob", bob_key, server_key) is Verdict.MATCH
+    assert known.check("bob", Identity.generate().public_key, bytes(32)) is Verdict.NEW
+    assert known.server_key(f"{SERVER[0]}:{SERVER[1]}") == server_key
 
 
 NO_BIRTHDAY = SessionConfig(birthday=BirthdayConfig(sockets=0, probes=0))
@@ -294,8 +300,9 @@ def test_an_introduction_no_handshake_proved_pins_nothing(tmp_path) -> None:  # 
     world.net.wake()
     assert world.net.run_until(lambda: world.a.has(SessionClosed), timeout=10)
     assert not world.a.has(Connected)
-    assert known.check("bob", world.b.agent.config.rendezvous.public_key) is Verdict.NEW
-    assert not (tmp_path / "known_peers").exists()
+    bob_key = world.b.agent.config.rendezvous.public_key
+    assert known.check("bob", bob_key, world.a.agent.rendezvous.server_key) is Verdict.NEW
+    assert KnownPeers(tmp_path / "known_peers").items() == []  # (the server's key only)
 
 
 def test_a_name_is_folded_and_a_look_alike_refused_before_login() -> None:

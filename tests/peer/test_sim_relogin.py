@@ -22,7 +22,7 @@ from rendezvous.introductions import RendezvousConfig
 from rendezvous.registry import NameRegistry
 from rendezvous.turn_config import TurnConfig
 from tests.support.sim import SERVER, SimPeer, World, build_world
-from tests.support.sim_server import TURN_SECRET, WALL_OFFSET, RendezvousApp
+from tests.support.sim_server import SERVER_STATIC, TURN_SECRET, WALL_OFFSET, RendezvousApp
 
 
 def restart_server(world: World, *, down_for: float, seed: int = 99) -> None:
@@ -36,7 +36,7 @@ def restart_server(world: World, *, down_for: float, seed: int = 99) -> None:
     net.run_for(down_for)
     relay = old.core.turn is not None
     core = RendezvousCore(
-        RendezvousConfig(stun=StunServiceConfig(primary=SERVER)),
+        RendezvousConfig(stun=StunServiceConfig(primary=SERVER), server_key=SERVER_STATIC),
         NameRegistry(),
         turn=TurnConfig(realm="sim", shared_secret=TURN_SECRET, relay_ip=SERVER[0])
         if relay

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from rendezvous.cli import _loop_factory, build_parser, configs_from, main, raise_fd_limit
+from rendezvous.cli import _loop_factory, build_parser, configs_from, main
 from rendezvous.errors import ConfigError, LocalProtocolError, RendezvousError
+from rendezvous.fd_limit import raise_fd_limit
 from rendezvous.turn_config import TurnConfig
 
 
@@ -84,7 +85,7 @@ def test_a_hard_limit_too_low_caps_the_relay_or_is_one_line() -> None:
     # (In a child: a lowered hard limit cannot be raised again.)
     code = (
         "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({0}, {0})); "
-        "from rendezvous.cli import raise_fd_limit; from rendezvous.turn_config import "
+        "from rendezvous.fd_limit import raise_fd_limit; from rendezvous.turn_config import "
         "TurnConfig; turn = TurnConfig(realm='r', shared_secret=b's', relay_ip='127.0.0.1'); "
         "print(raise_fd_limit(turn).max_allocations)"
     )

@@ -121,7 +121,7 @@ def test_rendezvous_methods_go_to_the_login_service() -> None:
         RvMethod.LOGIN,
         MessageClass.REQUEST,
         new_transaction_id(),
-        ((RvAttr.PEER_NAME, "a"), (RvAttr.PUBLIC_KEY, bytes(32))),
+        ((RvAttr.PEER_NAME, "a"), (RvAttr.PUBLIC_KEY, bytes(32)), (AttrType.PADDING, bytes(48))),
     ).encode(fingerprint=True)
     answer = _handle(core, login, SOURCES[0], UdpSocket(PRIMARY))
     assert answer is not None and answer.via == UdpSocket(PRIMARY)

@@ -1,5 +1,5 @@
-"""The sans-I/O rendezvous protocol, through the rendezvous core: login with a signed
-challenge, ownership of names, replay protection, introductions with a punch schedule,
+"""The sans-I/O rendezvous protocol, through the rendezvous core: login with a challenge
+and a Noise handshake, ownership of names, replay protection, introductions with a punch schedule,
 bounded state and small answers."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Wire:
         config = RendezvousClientConfig(
             server=SERVER, name=name, public_key=identity.public_key, private_endpoints=(at,)
         )
-        client = RendezvousClient(config, identity.sign)
+        client = RendezvousClient(config, identity.x25519_private)
         self.clients[at] = client
         return client
 
@@ -124,10 +124,13 @@ def test_login_records_observed_and_private_endpoints() -> None:
 def test_first_key_owns_the_name_even_across_restarts(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "names.sqlite"
     owner = Identity.generate()
-    wire = Wire(make_service(NameRegistry(path)))
+    first = NameRegistry(path)
+    wire = Wire(make_service(first))
     logged_in(wire, "bob", owner, BOB_AT)
+    first.close()  # (a stopping server writes the names it has queued)
     # A restarted server (same database) still knows who owns "bob".
-    restarted = Wire(make_service(NameRegistry(path)))
+    registry = NameRegistry(path)
+    restarted = Wire(make_service(registry))
     impostor = restarted.client("bob", Identity.generate(), ALICE_AT)
     impostor.login(0.0)
     restarted.run()
@@ -135,6 +138,7 @@ def test_first_key_owns_the_name_even_across_restarts(tmp_path) -> None:  # type
     assert failures and failures[0].code == 403
     assert "another key" in failures[0].reason
     logged_in(restarted, "bob", owner, BOB_AT)  # the owner still can
+    registry.close()
 
 
 def test_replayed_login_is_refused_from_anywhere() -> None:
@@ -144,7 +148,7 @@ def test_replayed_login_is_refused_from_anywhere() -> None:
     registration = service.online("alice", wire.now)
     assert registration is not None
     session_key = registration.session_key
-    signed = [data for data, _ in wire.captured if parse_rv(data).get(RvAttr.SIGNATURE)]
+    signed = [data for data, _ in wire.captured if parse_rv(data).get(RvAttr.HANDSHAKE)]
     assert len(signed) == 1
     # From elsewhere: the challenge was never issued there. From the same address after
     # the retransmission window: the challenge was used.
@@ -157,14 +161,14 @@ def test_replayed_login_is_refused_from_anywhere() -> None:
     assert registration.session_key == session_key and registration.endpoint == ALICE_AT
 
 
-def test_bad_signature_is_refused() -> None:
+def test_a_handshake_with_another_key_is_refused() -> None:
     service = make_service()
     wire = Wire(service)
     honest = Identity.generate()
-    # Sign with a different key than the one claimed.
+    # Claim someone's public key, handshake with our own static key.
     client = RendezvousClient(
         RendezvousClientConfig(server=SERVER, name="mallory", public_key=honest.public_key),
-        Identity.generate().sign,
+        Identity.generate().x25519_private,
     )
     wire.clients[ALICE_AT] = client
     client.login(0.0)
@@ -221,8 +225,16 @@ def test_unauthenticated_answers_are_small() -> None:
         ((RvAttr.PEER_NAME, "a"), (RvAttr.PUBLIC_KEY, bytes(32))),
     ).encode(fingerprint=True)
     reply = handle(service, request, ALICE_AT, 0.0)
-    assert reply is not None
-    assert len(reply.data) <= len(request) + 40  # a challenge, not an amplifier
+    assert reply is not None and len(reply.data) <= len(request)  # unpadded: told to pad
+    padded = rv_message(
+        RvMethod.LOGIN,
+        MessageClass.REQUEST,
+        new_transaction_id(),
+        ((RvAttr.PEER_NAME, "a"), (RvAttr.PUBLIC_KEY, bytes(32)), (AttrType.PADDING, bytes(40))),
+    ).encode(fingerprint=True)
+    reply = handle(service, padded, ALICE_AT, 0.0)
+    assert reply is not None and parse_rv(reply.data).get(RvAttr.CHALLENGE) is not None
+    assert len(reply.data) <= len(padded)  # a challenge and the server's key, no amplifier
 
 
 def test_requests_without_session_integrity_are_refused() -> None:
@@ -257,7 +269,7 @@ def test_a_retransmitted_login_gets_the_same_answer() -> None:
     service = make_service()
     wire = Wire(service)
     logged_in(wire, "alice", Identity.generate(), ALICE_AT)
-    signed = [data for data, _ in wire.captured if parse_rv(data).get(RvAttr.SIGNATURE)]
+    signed = [data for data, _ in wire.captured if parse_rv(data).get(RvAttr.HANDSHAKE)]
     first = handle(service, signed[0], ALICE_AT, wire.now)
     again = handle(service, signed[0], ALICE_AT, wire.now + 1)
     assert first is not None and again is not None
@@ -281,12 +293,12 @@ def test_a_retransmitted_connect_does_not_introduce_twice() -> None:
 
 
 def test_a_small_order_key_cannot_log_in() -> None:
-    # The identity point: some libraries accept a forged signature for it.
+    # The identity point: it has no X25519 form to prove.
     service = make_service()
     wire = Wire(service)
     client = RendezvousClient(
         RendezvousClientConfig(server=SERVER, name="nobody", public_key=bytes([1]) + bytes(31)),
-        lambda data: bytes(64),
+        Identity.generate().x25519_private,
     )
     wire.clients[ALICE_AT] = client
     client.login(0.0)
@@ -299,9 +311,9 @@ def test_a_login_with_an_appended_attribute_is_refused() -> None:
     service = make_service()
     wire = Wire(service)
     logged_in(wire, "alice", Identity.generate(), ALICE_AT)
-    (signed,) = [d for d, _ in wire.captured if parse_rv(d).get(RvAttr.SIGNATURE)]
+    (signed,) = [d for d, _ in wire.captured if parse_rv(d).get(RvAttr.HANDSHAKE)]
     message = parse_rv(signed)
-    # An on-path attacker appends an endpoint of its choosing after the signature.
+    # An on-path attacker appends an endpoint of its choosing after the handshake.
     tampered = rv_message(
         message.method,
         message.message_class,

@@ -128,7 +128,6 @@ def build_world(
                 session=session or SessionConfig(),
                 relay_only=name in relay_only,
             ),
-            sign=identity.sign,
             static=identity.x25519_private,
             known_peers=(known_peers or {}).get(name),
             rng=random.Random(seed + index),

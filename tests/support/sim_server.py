@@ -78,13 +78,18 @@ class RelaySocketApp(SideSocket):
         self.owner.route(now)
 
 
+# The simulated server's key: a restarted one (tests/peer/test_sim_relogin.py) keeps it, as a
+# real server keeps its key file, so that the peers' pins still hold.
+SERVER_STATIC = bytes(range(32))
+
+
 def add_server(
     net: Network, address: Address, rng: random.Random, *, relay: bool = False
 ) -> RendezvousApp:
     """The rendezvous at ``address`` on a host of its own (with the embedded relay if
     ``relay``), bound in ``net``."""
     core = RendezvousCore(
-        RendezvousConfig(stun=StunServiceConfig(primary=address)),
+        RendezvousConfig(stun=StunServiceConfig(primary=address), server_key=SERVER_STATIC),
         NameRegistry(),
         turn=TurnConfig(realm="sim", shared_secret=TURN_SECRET, relay_ip=address[0])
         if relay

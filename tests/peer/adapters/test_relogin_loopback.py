@@ -18,6 +18,7 @@ from peer.events import AgentEvent, Allocated, Offline, Online
 from peer.identity import Identity
 from rendezvous.adapters.server import RendezvousServer
 from rendezvous.binding import StunServiceConfig
+from rendezvous.introductions import RendezvousConfig
 from rendezvous.turn_config import TurnConfig
 from stunproto.attributes import Address
 from tests.support.loopback import free_port_pair
@@ -29,12 +30,16 @@ HOST = "127.0.0.2"
 UDP = PeerConfig(probe_nat=False, keepalive=1.0, transport=Transport.UDP)
 TCP = PeerConfig(probe_nat=False, keepalive=1.0, transport=Transport.TCP)
 TIMEOUT = 10.0
+SERVER_KEY = bytes(range(32))
 
 
 def server_for(address: Address) -> RendezvousServer:
     # The relay must accept loopback peers here (it refuses them by default).
     turn = TurnConfig(realm="loopback", shared_secret=b"s", relay_ip=HOST, denied_peers=())
-    return RendezvousServer(StunServiceConfig(primary=address), turn=turn)
+    # A restarted server keeps its key (rendezvous.server_key keeps it in a file): the
+    # peers pinned it at their first login and refuse another.
+    config = RendezvousConfig(stun=StunServiceConfig(primary=address), server_key=SERVER_KEY)
+    return RendezvousServer(config, turn=turn)
 
 
 @asynccontextmanager

@@ -173,7 +173,7 @@ async def test_stun_binding_over_tcp_maps_the_tcp_source() -> None:
 def rendezvous_client(name: str, server: Address) -> RendezvousClient:
     identity = Identity.generate()
     config = RendezvousClientConfig(server=server, name=name, public_key=identity.public_key)
-    return RendezvousClient(config, identity.sign)
+    return RendezvousClient(config, identity.x25519_private)
 
 
 async def test_login_and_introduction_over_tcp() -> None:
