@@ -32,7 +32,7 @@ import structlog
 
 from rendezvous.binding import BindingService, PlainBindingResponder
 from rendezvous.introductions import IntroductionService, RendezvousConfig
-from rendezvous.ratelimit import SourceRateLimiter
+from rendezvous.ratelimit import SourceRateLimiter, cost_of
 from rendezvous.registration import Registration
 from rendezvous.registry import NameRegistry
 from rendezvous.routes import ClientVia, TcpConnection, Transmit, UdpSocket, address_text
@@ -126,7 +126,11 @@ class RendezvousCore:
         if turn is not None and is_turn_datagram(data):
             self._out += turn.handle(data, source, via, now, now + self._wall_offset)
             return
-        if len(data) < 20 or data[0] >= 0x40 or not self.limiter.allow(source[0], now):
+        if (
+            len(data) < 20
+            or data[0] >= 0x40
+            or not self.limiter.allow(source[0], now, cost_of(len(data)))
+        ):
             return
         if is_rv_datagram(data):
             answer = self.introductions.answer(data, source, via, now)

@@ -37,6 +37,17 @@ def source_key(ip: str) -> str:
     return ip
 
 
+# One token buys a request of up to this many bytes; a bigger one costs more in proportion,
+# so that the limit bounds the bytes (and the parsing) a source gets, not just the count:
+# a 65 KB datagram costs 128 tokens. The plain 20-byte Binding costs one.
+BYTES_PER_TOKEN = 512
+
+
+def cost_of(size: int) -> float:
+    """The tokens a request of ``size`` bytes costs."""
+    return 1.0 if size <= BYTES_PER_TOKEN else size / BYTES_PER_TOKEN
+
+
 class SourceRateLimiter:
     def __init__(self, limit: RateLimit) -> None:
         self._limit = limit
@@ -44,7 +55,7 @@ class SourceRateLimiter:
         self._buckets: dict[str, list[float]] = {}
         self.dropped = 0
 
-    def allow(self, source_ip: str, now: float) -> bool:
+    def allow(self, source_ip: str, now: float, cost: float = 1.0) -> bool:
         if ":" in source_ip:  # IPv6: one bucket per /64, what one subscriber gets
             source_ip = source_key(source_ip)
         bucket = self._buckets.get(source_ip)
@@ -52,17 +63,17 @@ class SourceRateLimiter:
         if bucket is None:
             if len(self._buckets) >= limit.max_sources:
                 self._evict()
-            self._buckets[source_ip] = [limit.burst - 1.0, now]
+            self._buckets[source_ip] = [limit.burst - cost, now]
             return True
         tokens = bucket[0] + (now - bucket[1]) * limit.rate
         if tokens > limit.burst:
             tokens = limit.burst
         bucket[1] = now
-        if tokens < 1.0:
+        if tokens < cost:
             bucket[0] = tokens
             self.dropped += 1
             return False
-        bucket[0] = tokens - 1.0
+        bucket[0] = tokens - cost
         return True
 
     def _evict(self) -> None:
