@@ -269,3 +269,11 @@ def test_fuzz_read_message2_raises_only_noise_error(data: bytes) -> None:
     initiator.write_message1()
     with contextlib.suppress(NoiseError):
         initiator.read_message2(data)
+
+
+@settings(max_examples=200)
+@given(key=st.binary(max_size=64), data=st.binary(max_size=300))
+def test_the_fast_blake2s_hmac_is_hmac(key: bytes, data: bytes) -> None:
+    from noiseproto.symmetric import _hmac_blake2s
+
+    assert _hmac_blake2s(key, data) == hmac.new(key, data, hashlib.blake2s).digest()
