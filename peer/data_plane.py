@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from noiseproto import TransportKeys
-from peer.channel import Channel, ChannelError
+from peer.channel import Channel, ChannelConfig, ChannelError
 from peer.errors import LocalProtocolError
 from peer.transport.config import TransportConfig
 from peer.transport.connection import TransportConnection
@@ -31,27 +31,44 @@ RESPONSE_PACKET = bytes([PATH_RESPONSE])
 
 
 class DataPlane:
-    __slots__ = ("_channel", "seal", "transport")
+    __slots__ = ("_channel_config", "channel", "seal", "transport")
 
-    def __init__(self, config: TransportConfig, *, initiator: bool, now: float) -> None:
+    def __init__(
+        self,
+        config: TransportConfig,
+        *,
+        initiator: bool,
+        now: float,
+        channel: ChannelConfig | None = None,
+    ) -> None:
         self.transport = TransportConnection(config=config, initiator=initiator, now=now)
-        self._channel: Channel | None = None
+        self._channel_config = channel
+        self.channel: Channel | None = None
         # seal(plaintext) -> datagram: the channel's own once started (no wrapper call on
         # the data path).
         self.seal: Callable[[bytes], bytes] = _not_started
 
-    def start(self, keys: TransportKeys) -> None:
+    def start(self, keys: TransportKeys, now: float) -> None:
         """The handshake is done: from now on, datagrams can be sealed and opened."""
-        self._channel = channel = Channel(keys)
+        self.channel = channel = Channel(keys, config=self._channel_config, now=now)
         self.seal = channel.seal
+
+    def get_timer(self) -> float | None:
+        """The channel's: when it forgets the previous receive key."""
+        channel = self.channel
+        return None if channel is None else channel.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        if self.channel is not None:
+            self.channel.handle_timer(now)
 
     @property
     def started(self) -> bool:
-        return self._channel is not None
+        return self.channel is not None
 
     def open(self, datagram: bytes) -> bytes | None:
         """The plaintext inside, or None: not authentic, replayed, or no channel yet."""
-        channel = self._channel
+        channel = self.channel
         if channel is None:
             return None
         try:

@@ -93,7 +93,9 @@ class PeerSession(HandshakeSteps):
         )
         self._paths = PathSelector(config, introduction)
         self._keepalive = KeepaliveClock(config, rng, now)
-        self._plane = DataPlane(config.transport, initiator=initiator, now=now)
+        self._plane = DataPlane(
+            config.transport, initiator=initiator, now=now, channel=config.channel
+        )
         self.transport: TransportConnection = self._plane.transport
         self._relay_probe_at: float | None = None  # failing over: the relay's next probe
         self._outbox: list[Transmit] = []
@@ -285,6 +287,9 @@ class PeerSession(HandshakeSteps):
         current = self._paths.current
         assert current is not None  # a started channel has a path
         address, via = current.route.address, current.route.via
+        channel = self._plane.channel
+        if channel is not None and now >= channel.update_at:
+            channel.handle_timer(now)  # a sending key this old is replaced first (WireGuard)
         seal, outbox = self._plane.seal, self._outbox
         for packet in packets:
             outbox.append((seal(packet), address, via))
@@ -295,6 +300,9 @@ class PeerSession(HandshakeSteps):
         self._take_transport_events()
         if self.state is SessionState.CONNECTED:
             self._flush(now)
+
+    def _on_channel_timer(self, now: float) -> None:
+        self._plane.handle_timer(now)  # the previous receive key's grace is over
 
     def _send_keepalive(self, now: float) -> None:
         self.transport.ping()
@@ -341,7 +349,8 @@ _RESPONDER_HANDLERS: dict[int, _Handler] = {
 # (connected only?, deadline, what to do when it has come), in the order handle_timer runs
 # them: punching, the dead-path verdicts, then, on a connected channel, failover before
 # re-punching before the transport's (re)transmissions before a keepalive (they may make it
-# moot).
+# moot), and the channel's previous receive key last (its update by time is checked in
+# _flush, before sealing, as WireGuard checks a key's age on every send).
 _TIMERS: tuple[
     tuple[bool, Callable[[PeerSession], float | None], Callable[[PeerSession, float], None]], ...
 ] = (
@@ -352,4 +361,5 @@ _TIMERS: tuple[
     (True, lambda s: s._paths.repunch_at, PeerSession._repunch),
     (True, lambda s: s.transport.get_timer(), PeerSession._on_transport_timer),
     (True, lambda s: s._keepalive.keepalive_at(), PeerSession._send_keepalive),
+    (True, lambda s: s._plane.get_timer(), PeerSession._on_channel_timer),
 )

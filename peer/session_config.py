@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 from peer.birthday import BirthdayConfig
+from peer.channel import ChannelConfig
 from peer.errors import LocalProtocolError
 from peer.transport.config import TransportConfig
 
@@ -48,6 +49,8 @@ class SessionConfig:
     # only once the current one has been silent this long (no flapping between two).
     roam_after: float = 0.5
     transport: TransportConfig = field(default_factory=TransportConfig)
+    # The encrypted channel: its replay window and key updates (by volume and by time).
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
 
     def __post_init__(self) -> None:
         positive = {

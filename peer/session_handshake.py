@@ -143,5 +143,5 @@ class HandshakeSteps(ABC):
         return True
 
     def _open_channel(self, keys: TransportKeys, now: float) -> None:
-        self._plane.start(keys)
+        self._plane.start(keys, now)
         self._keepalive.channel_opened(now)
