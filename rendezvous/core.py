@@ -19,7 +19,8 @@ bytes::
     answer = core.plain_binding_responder(local)(data, source, now)  # the hot path, or
     core.receive_datagram(data, source, UdpSocket(local), now)       # everything else
     for transmit in core.datagrams_to_send(now): ...
-    # relays_to_close() / relays_to_open() / relay_failed(); get_timer() / handle_timer()
+    # relays_to_close() / relays_to_open() / relay_opened() or relay_failed() for each
+    # opened; get_timer() / handle_timer()
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import replace
 import structlog
 
 from rendezvous.binding import BindingService, PlainBindingResponder
+from rendezvous.introduced import IntroducedPeers
 from rendezvous.introductions import IntroductionService, RendezvousConfig
 from rendezvous.ratelimit import SourceRateLimiter, cost_of
 from rendezvous.registration import Registration
@@ -63,11 +65,25 @@ class RendezvousCore:
         # ChannelData has the relay's bandwidth quota instead).
         self.limiter = SourceRateLimiter(config.stun.rate_limit)
         self.binding = BindingService(config.stun, self.limiter)
-        self.introductions = IntroductionService(
-            config, registry, random_bytes=random_bytes, wall_offset=wall_offset
+        # The embedded relay permits only peers introduced lately (rendezvous.introduced):
+        # its credentials go to every logged-in peer.
+        window = None if turn is None else turn.introduced_peers_window
+        self.introduced = (
+            None
+            if turn is None or window is None
+            else IntroducedPeers(window, max_entries=turn.introduced_peers_max)
         )
+        self.introductions = IntroductionService(
+            config,
+            registry,
+            random_bytes=random_bytes,
+            wall_offset=wall_offset,
+            introduced=self.introduced,
+        )
+        # (The policy gets the name of the TURN REST username "expiry:name": turn_auth.)
+        policy = None if self.introduced is None else self.introduced.permits
         self.turn = (
-            TurnServer(turn, random_bytes=random_bytes, limiter=self.limiter)
+            TurnServer(turn, random_bytes=random_bytes, limiter=self.limiter, peer_policy=policy)
             if turn is not None
             else None
         )
@@ -176,9 +192,15 @@ class RendezvousCore:
     def relays_to_close(self) -> list[Address]:
         return self.turn.relays_to_close() if self.turn is not None else []
 
-    def relay_failed(self, relay: Address, now: float) -> None:
+    def relay_opened(self, relay: Address, now: float) -> None:
+        """The adapter bound ``relay``: the held Allocate answer is queued to send."""
         if self.turn is not None:
-            self.turn.relay_failed(relay, now)
+            self._out += self.turn.relay_opened(relay, now)
+
+    def relay_failed(self, relay: Address, now: float) -> None:
+        """The adapter could not bind ``relay``: the client's Allocate gets 508 (queued)."""
+        if self.turn is not None:
+            self._out += self.turn.relay_failed(relay, now)
 
     # ------------------------------------------------------------------ timers
 

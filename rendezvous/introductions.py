@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from rendezvous.answers import AnswerCache, error_answer
 from rendezvous.binding import StunServiceConfig
+from rendezvous.introduced import IntroducedPeers
 from rendezvous.login import LoginChecker, LoginRefusal
 from rendezvous.quotas import QuotaConfig, Quotas
 from rendezvous.registration import Registration, introduce
@@ -86,9 +87,11 @@ class IntroductionService:
         *,
         random_bytes: Callable[[int], bytes] = os.urandom,
         wall_offset: float = 0.0,
+        introduced: IntroducedPeers | None = None,  # the embedded relay's peer policy
     ) -> None:
         self.config = config
         self.registry = registry
+        self._introduced = introduced
         self._random = random_bytes
         # Unix time = now + wall_offset: TURN REST usernames carry a wall-clock expiry, and
         # this core reads no clock (the adapter passes the offset of its monotonic clock).
@@ -323,6 +326,10 @@ class IntroductionService:
             log.warning("exchange_refused", source=caller.name, target=target_name, reason="quota")
             reason = "too many introductions to that peer; try again later"
             return error_answer(message, ErrorCodes.TRY_LATER, reason, key=caller.session_key)
+        if self._introduced is not None:  # each may relay to the other's public IP a while
+            self._introduced.introduce(
+                caller.name, target.name, (target.endpoint[0],), (caller.endpoint[0],), now
+            )
         token = self._random(16)
         # Each side learns of the other half a round trip after we send; delay the earlier
         # one so that both start punching together (as libp2p's DCUtR does with SYNC).

@@ -16,6 +16,7 @@ import structlog
 from rendezvous.ratelimit import source_key
 from rendezvous.routes import ClientVia, RelaySocket, address_text
 from rendezvous.turn_config import FAILED_PORT_COOLDOWN, PORT_COOLDOWN, TurnConfig
+from stunproto import StunMessage
 from stunproto.attributes import Address
 
 log = structlog.get_logger()
@@ -39,6 +40,9 @@ class Allocation:
     permissions: dict[str, float] = field(default_factory=dict)  # peer IP -> expiry
     channels: dict[int, tuple[Address, float]] = field(default_factory=dict)  # -> peer, expiry
     channel_of: dict[Address, int] = field(default_factory=dict)  # peer -> channel number
+    # (the Allocate request, its success answer) until the adapter has bound the relay
+    # socket: no client is told "Allocated" with no socket behind it.
+    held: tuple[StunMessage, bytes] | None = None
 
     def __post_init__(self) -> None:
         self.relay_via = RelaySocket(self.relay)
@@ -203,15 +207,16 @@ class AllocationTable:
             self._ports.discard(port)
         return closed
 
-    def relay_failed(self, relay: Address, now: float) -> None:
-        """The adapter could not bind ``relay``: drop its allocation and keep away from that
-        port for a while."""
+    def relay_failed(self, relay: Address, now: float) -> Allocation | None:
+        """The adapter could not bind ``relay``: drop its allocation (returned, if there was
+        one) and keep away from that port for a while."""
         allocation = self.by_relay.get(relay)
         if allocation is not None:
             self.delete(allocation, now)
         self._to_close.pop(relay, None)
         self._ports.discard(relay[1])
         self._cooling[relay[1]] = now + FAILED_PORT_COOLDOWN
+        return allocation
 
 
 def _source_of(allocation: Allocation) -> str:

@@ -84,6 +84,13 @@ class TurnConfig:
     # 0x5000-0x7FFF only to ease multiplexing with other protocols, which no socket of ours
     # carries.
     rfc5766_channels: bool = True
+    # Embedded in the rendezvous, which hands relay credentials to every logged-in peer:
+    # new permissions only for the IPs of peers the user was introduced to within this many
+    # seconds (rendezvous.introduced), 403 for any other. None: any peer the rest of this
+    # configuration allows (an open relay for logged-in peers). A standalone relay
+    # (TurnRelay) has no introductions to go by: this applies only to the embedded one.
+    introduced_peers_window: float | None = 600.0
+    introduced_peers_max: int = 250_000  # (name, peer IP) pairs remembered for that
 
     def __post_init__(self) -> None:
         try:
@@ -110,5 +117,8 @@ class TurnConfig:
             < 1
         ):
             raise ConfigError("allocation limits must be at least 1")
+        window = self.introduced_peers_window
+        if (window is not None and window <= 0) or self.introduced_peers_max < 1:
+            raise ConfigError("introduced_peers_window and introduced_peers_max must be positive")
         if self.max_peers_per_allocation < 1 or self.max_cached_answers < 1:
             raise ConfigError("max_peers_per_allocation and max_cached_answers must be >= 1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Callable
 
 import structlog
 
@@ -24,6 +25,9 @@ from stunproto.attributes import Address, is_comprehension_required
 from stunproto.channel_data import CHANNEL_MAX, CHANNEL_MIN, RFC5766_CHANNEL_MAX
 
 log = structlog.get_logger()
+
+# (user, peer IP, now) -> whether the user may install a permission for that IP.
+PeerPolicy = Callable[[str, str, float], bool]
 
 _AUTH_ATTRS = frozenset(
     {
@@ -59,8 +63,10 @@ class TurnRequests:
         auth: TurnAuthenticator,
         rng: random.Random,
         burst: float,
+        peer_policy: PeerPolicy | None = None,
     ) -> None:
         self.config = config
+        self._policy = peer_policy
         self._table = table
         self._error = auth.error
         self._rng = rng
@@ -68,6 +74,9 @@ class TurnRequests:
         self._family = ipaddress.ip_address(config.relay_ip).version
         self._family_code = 1 if self._family == 4 else 2  # REQUESTED-ADDRESS-FAMILY
         self._advertised_ip = config.external_ip or config.relay_ip
+        # Peers at our own IPs are other allocations here (relaying into our other ports is
+        # refused: TurnServer._to_peer), whoever holds them: not for the peer policy.
+        self._own_ips = frozenset({config.relay_ip, self._advertised_ip})
         self._denied = [ipaddress.ip_network(n, strict=False) for n in config.denied_peers]
         self._channel_max = RFC5766_CHANNEL_MAX if config.rfc5766_channels else CHANNEL_MAX
 
@@ -163,7 +172,7 @@ class TurnRequests:
         if not peers:
             return self._error(message, 400, "XOR-PEER-ADDRESS missing", key=creds.key)
         for peer in peers:
-            refused = self._check_peer(message, peer, creds.key)
+            refused = self._check_peer(message, peer, creds, allocation, now)
             if refused is not None:
                 return refused  # all or nothing (RFC 8656 section 9.2)
         allocation.prune(now)
@@ -187,7 +196,7 @@ class TurnRequests:
             return self._error(message, 400, "Bad CHANNEL-NUMBER", key=key)
         if peer is None:
             return self._error(message, 400, "XOR-PEER-ADDRESS missing", key=key)
-        refused = self._check_peer(message, peer, key)
+        refused = self._check_peer(message, peer, creds, allocation, now)
         if refused is not None:
             return refused
         allocation.prune(now)
@@ -224,7 +233,15 @@ class TurnRequests:
             return None, error
         return allocation, b""
 
-    def _check_peer(self, message: StunMessage, peer: Address, key: bytes) -> bytes | None:
+    def _check_peer(
+        self,
+        message: StunMessage,
+        peer: Address,
+        creds: Credentials,
+        allocation: Allocation,
+        now: float,
+    ) -> bytes | None:
+        key = creds.key
         ip = ipaddress.ip_address(peer[0])
         if ip.version != self._family:
             return self._error(message, 443, "Peer Address Family Mismatch", key=key)
@@ -232,6 +249,15 @@ class TurnRequests:
         judged = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
         if judged.is_multicast or judged.is_unspecified or any(judged in n for n in self._denied):
             return self._error(message, 403, "Forbidden", key=key)
+        # The policy decides on new permissions; one it granted is refreshed while in use.
+        if (
+            self._policy is not None
+            and str(judged) not in self._own_ips
+            and not allocation.permitted(peer[0], now)
+            and not self._policy(creds.user, peer[0], now)
+        ):
+            log.debug("turn_permission_refused", user=creds.user, peer=peer[0])
+            return self._error(message, 403, "Forbidden: not an introduced peer", key=key)
         return None
 
     def _lifetime(self, requested: object) -> int:

@@ -6,8 +6,14 @@ came by (a client-facing UDP socket or a TCP connection), ``handle_relayed`` tho
 on an allocation's relay socket, and both return what to send as
 :class:`~rendezvous.routes.Transmit` (answers and relayed data go back to a client by its
 route, data to peers from the allocation's ``RelaySocket``). ``relays_to_open`` /
-``relays_to_close`` say which relay sockets to bind and close. Relaying to peers stays UDP
-(RFC 8656 allows TCP only between client and server, short of RFC 6062).
+``relays_to_close`` say which relay sockets to bind and close, and the adapter reports each
+one it was asked to open: ``relay_opened`` (the held Allocate success answer goes out only
+then) or ``relay_failed`` (the client gets 508 instead, and the allocation is gone). Relaying
+to peers stays UDP (RFC 8656 allows TCP only between client and server, short of RFC 6062).
+
+``peer_policy(user, ip, now)``, when given, decides which peers a user may install
+permissions for (embedded in the rendezvous: only peers it was introduced to,
+``rendezvous.introduced``); refused ones get 403. None: any peer the configuration allows.
 
 State (``rendezvous.turn_allocations``) and the answers kept for retransmitted requests
 are bounded by the configuration and swept by ``handle_timer``.
@@ -22,12 +28,12 @@ from collections.abc import Callable
 import structlog
 
 from rendezvous.answers import AnswerCache
-from rendezvous.ratelimit import SourceRateLimiter
+from rendezvous.ratelimit import SourceRateLimiter, cost_of
 from rendezvous.routes import ClientVia, Transmit
 from rendezvous.turn_allocations import Allocation, AllocationTable, FiveTuple
 from rendezvous.turn_auth import Credentials, TurnAuthenticator
 from rendezvous.turn_config import SWEEP_INTERVAL, TurnConfig
-from rendezvous.turn_requests import TurnRequests
+from rendezvous.turn_requests import PeerPolicy, TurnRequests
 from stunproto import AttrType, MessageClass, Method, StunDecodeError, StunMessage
 from stunproto.attributes import Address
 from stunproto.channel_data import (
@@ -47,6 +53,7 @@ RequestHandler = Callable[[StunMessage, FiveTuple, Credentials, float], bytes]
 # IPv6 XOR-PEER-ADDRESS and the DATA attribute's own header.
 MAX_INDICATED_DATA = 65_507 - 20 - 24 - 4
 SEND_INDICATION_TYPE = b"\x00\x16"  # method Send (0x006), class indication
+ALLOCATE_SUCCESS_TYPE = b"\x01\x03"  # method Allocate (0x003), class success
 
 
 class TurnServer:
@@ -56,6 +63,7 @@ class TurnServer:
         *,
         random_bytes: Callable[[int], bytes] = os.urandom,
         limiter: SourceRateLimiter | None = None,
+        peer_policy: PeerPolicy | None = None,
     ) -> None:
         self.config = config
         # Embedded in the rendezvous, the server's one per-source limiter; standalone, ours.
@@ -72,7 +80,9 @@ class TurnServer:
         self._channel_max = RFC5766_CHANNEL_MAX if config.rfc5766_channels else CHANNEL_MAX
         self._first_channel_byte, self._last_channel_byte = CHANNEL_MIN >> 8, self._channel_max >> 8
         self._table = AllocationTable(config, self._rng)
-        self._requests = TurnRequests(config, self._table, self._auth, self._rng, self._burst)
+        self._requests = TurnRequests(
+            config, self._table, self._auth, self._rng, self._burst, peer_policy
+        )
         self._answers: AnswerCache[tuple[Address, ClientVia, bytes]] = AnswerCache(
             max_entries=config.max_cached_answers
         )
@@ -146,11 +156,25 @@ class TurnServer:
         """Whether ``relays_to_open`` or ``relays_to_close`` has anything (cheap to ask)."""
         return self._table.relays_pending
 
-    def relay_failed(self, relay: Address, now: float) -> None:
-        """The adapter could not bind ``relay``: drop its allocation (the client learns at its
-        next Refresh, with 437) and keep away from that port for a while."""
-        self._table.relay_failed(relay, now)
+    def relay_opened(self, relay: Address, now: float) -> list[Transmit]:
+        """The adapter bound ``relay``: the Allocate success answer held for it, to send."""
+        allocation = self._table.by_relay.get(relay)
+        if allocation is None or allocation.held is None:
+            return []
+        request, answer = allocation.held
+        allocation.held = None
+        return [self._answered(request, allocation.five_tuple, answer, now)]
+
+    def relay_failed(self, relay: Address, now: float) -> list[Transmit]:
+        """The adapter could not bind ``relay``: drop its allocation (its quotas freed), keep
+        away from that port for a while, and answer the held Allocate with 508."""
+        allocation = self._table.relay_failed(relay, now)
         self._arm(now)
+        if allocation is None or allocation.held is None:
+            return []
+        request = allocation.held[0]
+        answer = self._auth.error(request, 508, "Insufficient Capacity", key=allocation.key)
+        return [self._answered(request, allocation.five_tuple, answer, now)]
 
     def get_timer(self) -> float | None:
         return self._next_sweep
@@ -183,7 +207,11 @@ class TurnServer:
             if message.legacy:
                 return []
             return self._send_indication(message, (source, via), now)
-        if len(data) < 20 or data[0] >= 0x40 or not self.limiter.allow(source[0], now):
+        if (
+            len(data) < 20
+            or data[0] >= 0x40
+            or not self.limiter.allow(source[0], now, cost_of(len(data)))
+        ):
             return []
         message = StunMessage.parse(data)
         if message.legacy:
@@ -206,12 +234,28 @@ class TurnServer:
         cached = self._answers.get(key, now)
         if cached is not None:
             return [Transmit(cached, source, via)]
+        if message.method == Method.ALLOCATE:
+            pending = self._table.by_five.get((source, via))
+            held = None if pending is None else pending.held
+            if held is not None and held[0].transaction_id == message.transaction_id:
+                return []  # a retransmission: answered once, when the relay socket is bound
         credentials = self._auth.authenticate(message, source, now, wall_now)
         if isinstance(credentials, bytes):
             return [Transmit(credentials, source, via)]  # stateless challenges are not cached
         answer = handler(message, (source, via), credentials, now)
-        self._answers.put(key, answer, now)
-        return [Transmit(answer, source, via)]
+        if answer[:2] == ALLOCATE_SUCCESS_TYPE:
+            # Held until the adapter has bound the relay socket (relay_opened/relay_failed).
+            self._table.by_five[(source, via)].held = (message, answer)
+            return []
+        return [self._answered(message, (source, via), answer, now)]
+
+    def _answered(
+        self, request: StunMessage, five: FiveTuple, answer: bytes, now: float
+    ) -> Transmit:
+        """``answer`` to ``request``, kept for its retransmissions."""
+        source, via = five
+        self._answers.put((source, via, request.transaction_id), answer, now)
+        return Transmit(answer, source, via)
 
     # ------------------------------------------------------------------ relaying
 

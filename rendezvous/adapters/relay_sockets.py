@@ -3,7 +3,10 @@ standalone TURN relay (tests, or a relay host of its own).
 
 Relay sockets are plain non-blocking sockets (``iokit.udp_sockets``): they must be usable at
 once, in the same callback that handled the Allocate (a Send indication may follow right
-behind it), which ``create_datagram_endpoint`` (a coroutine) cannot promise. ::
+behind it), which ``create_datagram_endpoint`` (a coroutine) cannot promise. Each one is
+reported back: ``relay_opened`` releases the held Allocate success answer, ``relay_failed``
+(EMFILE, a port taken) turns it into 508, so a client is never told "Allocated" with no
+socket behind it; both queue the answer, sent by the same flush. ::
 
     async with TurnRelay(config, listen=("0.0.0.0", 3478)) as relay:
         ...
@@ -36,6 +39,7 @@ class RelayOwner(Protocol):
 
     def relays_to_open(self) -> list[Address]: ...
     def relays_to_close(self) -> list[Address]: ...
+    def relay_opened(self, relay: Address, now: float) -> None: ...
     def relay_failed(self, relay: Address, now: float) -> None: ...
 
 
@@ -54,7 +58,7 @@ class RelaySockets:
 
     def sync(self, owner: RelayOwner, now: float) -> None:
         """Close and open what ``owner`` asks for (close first: a port it freed may be
-        handed out again); a relay that cannot be bound is reported back."""
+        handed out again); each relay is reported back, bound or not."""
         for relay in owner.relays_to_close():
             self._sockets.close(relay)
         for relay in owner.relays_to_open():
@@ -63,6 +67,8 @@ class RelaySockets:
             except OSError as exc:
                 log.warning("turn_relay_bind_failed", relay=address_text(relay), error=str(exc))
                 owner.relay_failed(relay, now)
+            else:
+                owner.relay_opened(relay, now)
 
     def sendto(self, relay: Address, data: bytes, destination: Address) -> None:
         self._sockets.sendto(relay, data, destination)
@@ -99,9 +105,22 @@ class TurnRelay(AsyncLifecycle):
     def _relayed(self, relay: Address, data: bytes, peer: Address, now: float) -> None:
         self._out += self.server.handle_relayed(relay, data, peer, now)
 
+    # The RelayOwner side: the server's answers to held Allocates join what to send.
+    def relays_to_open(self) -> list[Address]:
+        return self.server.relays_to_open()
+
+    def relays_to_close(self) -> list[Address]:
+        return self.server.relays_to_close()
+
+    def relay_opened(self, relay: Address, now: float) -> None:
+        self._out += self.server.relay_opened(relay, now)
+
+    def relay_failed(self, relay: Address, now: float) -> None:
+        self._out += self.server.relay_failed(relay, now)
+
     def _flush(self) -> None:
         if self.server.relays_pending:
-            self._relays.sync(self.server, asyncio.get_running_loop().time())
+            self._relays.sync(self, asyncio.get_running_loop().time())
         out, self._out = self._out, []
         for transmit in out:
             via = transmit.via

@@ -60,6 +60,10 @@ class Client:
     secret: bytes = SECRET
     nonce: str | None = None
     via: UdpSocket | TcpConnection = VIA  # the route the client's datagrams come by
+    # Play the adapter: bind (relay_opened) every relay socket the server asks for, so that
+    # an Allocate's held success answer comes back at once; False leaves it to the test.
+    open_relays: bool = True
+    opened: list[Address] = field(default_factory=list)
     username: str = field(init=False)
     key: bytes = field(init=False)
 
@@ -68,7 +72,12 @@ class Client:
         self.key = long_term_key(self.username, REALM, password)
 
     def raw(self, data: bytes, now: float = 0.0, wall: float = WALL) -> list[Transmit]:
-        return self.server.handle(data, self.source, self.via, now, wall)
+        sends = self.server.handle(data, self.source, self.via, now, wall)
+        if self.open_relays:
+            for relay in self.server.relays_to_open():
+                self.opened.append(relay)
+                sends += self.server.relay_opened(relay, now)
+        return sends
 
     def send(
         self,
@@ -121,6 +130,18 @@ class Client:
         return self.raw(message.encode(), now)
 
 
+def _allocate_request(client: Client, tid: bytes | None = None) -> bytes:
+    """A signed Allocate request (the client's nonce must be current)."""
+    attrs = (
+        (AttrType.REQUESTED_TRANSPORT, 17),
+        (AttrType.USERNAME, client.username),
+        (AttrType.REALM, REALM),
+        (AttrType.NONCE, client.nonce or "none"),
+    )
+    request = StunMessage(Method.ALLOCATE, MessageClass.REQUEST, tid or new_transaction_id(), attrs)
+    return request.encode(integrity_key=client.key, fingerprint=True)
+
+
 def _code(message: StunMessage) -> int | None:
     error = message.get(AttrType.ERROR_CODE)
     return error.code if isinstance(error, ErrorCode) else None
@@ -157,7 +178,7 @@ def test_allocate_without_integrity_gets_401_with_realm_and_nonce_then_succeeds(
     assert relay[0] == RELAY_IP and relay[1] in range(50000, 50010)
     assert answer.get(AttrType.XOR_MAPPED_ADDRESS) == CLIENT
     assert answer.get(AttrType.LIFETIME) == 600
-    assert server.relays_to_open() == [relay]
+    assert client.opened == [relay]
     assert server.relays_to_open() == []
 
 
@@ -594,10 +615,14 @@ def test_malformed_input_is_ignored_or_answered_never_raises(
 
 def test_a_relay_port_that_cannot_be_bound_drops_its_allocation() -> None:
     server = _server(relay_ports=range(50000, 50002))
-    client, relay = _allocated(server)
-    assert server.relays_to_open() == [relay]
-    server.relay_failed(relay, 1.0)
+    client = Client(server, open_relays=False)
+    client.send(Method.ALLOCATE, sign=False)
+    assert client.raw(_allocate_request(client)) == []  # held until the socket is bound
+    (relay,) = server.relays_to_open()
+    (failed,) = server.relay_failed(relay, 1.0)
+    assert _code(StunMessage.parse(failed.data)) == 508
     assert server.allocation_count == 0 and server.relays_to_close() == []
+    client.open_relays = True
     assert _code(client.call(Method.REFRESH, now=2.0)) == 437
     # The other port is used next, the failed one only after its cool-down.
     second = _relayed(Client(server, source=("198.51.100.7", 2)).allocate(now=2.0))

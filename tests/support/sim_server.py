@@ -46,6 +46,7 @@ class RendezvousApp:
             app = RelaySocketApp(self, relay)
             self.relays[relay] = app
             self.host.bind(app, relay[1], ip=relay[0])
+            core.relay_opened(relay, now)  # (the held Allocate answer goes out below)
         for transmit in core.datagrams_to_send(now):
             if transmit.via == self.via:
                 self._out.append((transmit.data, transmit.destination))

@@ -222,6 +222,10 @@ async def test_turn_over_tcp_relays_to_a_udp_peer_and_back() -> None:
     peer: Address = (str(sockname[0]), int(sockname[1]))
     try:
         async with serving(relay=True) as (server, address):
+            # The echo peer stands for one alice was introduced to: the embedded relay
+            # permits no other (rendezvous.introduced).
+            assert server.core.introduced is not None
+            server.core.introduced.introduce("alice", "echo", (PEER_HOST,), (), loop.time())
             username, password = rest_credentials(SECRET, "alice", int(time.time()) + 3600)
             client = TurnClient(
                 TurnClientConfig(server=address, username=username, password=password)
