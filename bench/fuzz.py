@@ -238,6 +238,8 @@ class Core(Target):
 
     def _exchange(self, data: bytes) -> list[bytes]:
         self.core.receive_datagram(data, CLIENT, UdpSocket(SERVER), self.now)
+        for relay in self.core.relays_to_open():  # (as the adapter does: bound, so answered)
+            self.core.relay_opened(relay, self.now)
         return [t.data for t in self.core.datagrams_to_send(self.now) if t.destination == CLIENT]
 
     def _fresh_seeds(self) -> None:
