@@ -37,6 +37,8 @@ from peer.known_peers import KnownPeers, KnownPeersError
 from peer.pins_cli import forget_target, run_pins, server_key_arg
 from peer.startup import Transport
 from peer.transfer_cli import PeerSettings, ReceiveOptions, SendOptions, run_receive, run_send
+from peer.tunnel_cli import COMMANDS as TUNNEL_COMMANDS
+from peer.tunnel_cli import add_tunnel_commands, run_tunnel, tunnel_options
 from rvproto.names import InvalidName, canonical_name
 from stunproto.attributes import Address
 
@@ -199,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="from_peer", type=peer_name, help="accept files from this peer only"
     )
     _add_transfer_peer_options(receive)
+    add_tunnel_commands(commands, _add_transfer_peer_options, peer_name)
     return parser
 
 
@@ -274,15 +277,21 @@ def _chat(args: argparse.Namespace, server: Address) -> Coroutine[Any, Any, int]
     return run_chat(options)
 
 
-def _transfer(args: argparse.Namespace, server: Address) -> Coroutine[Any, Any, int]:
+def _settings(args: argparse.Namespace, server: Address) -> PeerSettings:
     identity, known = _load_files(args)
-    settings = PeerSettings(
+    return PeerSettings(
         server=server,
         name=args.name,
         identity=identity,
         known_peers=known,
         peer_config=_peer_config(args),
     )
+
+
+def _transfer(args: argparse.Namespace, server: Address) -> Coroutine[Any, Any, int]:
+    settings = _settings(args, server)
+    if args.command in TUNNEL_COMMANDS:
+        return run_tunnel(tunnel_options(args, settings))
     if args.command == "send":
         files = tuple(args.files)
         sending = SendOptions(
@@ -360,7 +369,7 @@ def _run(args: argparse.Namespace) -> int:
         server = resolve_endpoint(*args.server)
         if args.command == "chat":
             command = _chat(args, server)
-        elif args.command in ("send", "receive"):
+        elif args.command in ("send", "receive", *TUNNEL_COMMANDS):
             command = _transfer(args, server)
         else:
             command = _nat(args, server)

@@ -123,6 +123,22 @@ def open_peer(settings: PeerSettings) -> AbstractAsyncContextManager[TransferPee
     )
 
 
+def online_line(me: TransferPeer) -> tuple[str, dict[str, str]]:
+    """The status line of a peer that has logged in, and its JSON fields."""
+    public = f"{me.public_endpoint[0]}:{me.public_endpoint[1]}" if me.public_endpoint else "-"
+    text = (
+        f"online as {me.name} ({me.identity.fingerprint}), public {public}, "
+        f"NAT {me.nat_type}, via {me.transport}"
+    )
+    fields = {
+        "name": me.name,
+        "public": public,
+        "nat_type": str(me.nat_type),
+        "transport": str(me.transport),
+    }
+    return text, fields
+
+
 class _Reporter:
     """Status lines and the progress bar to stderr, or JSON lines to stdout."""
 
@@ -154,16 +170,8 @@ class _Reporter:
             self._bar_width = len(line)
 
     def online(self, me: TransferPeer) -> None:
-        public = f"{me.public_endpoint[0]}:{me.public_endpoint[1]}" if me.public_endpoint else "-"
-        self.event(
-            "online",
-            f"online as {me.name} ({me.identity.fingerprint}), public {public}, "
-            f"NAT {me.nat_type}, via {me.transport}",
-            name=me.name,
-            public=public,
-            nat_type=str(me.nat_type),
-            transport=str(me.transport),
-        )
+        text, fields = online_line(me)
+        self.event("online", text, **fields)
 
     def connected(self, conn: TransferConnection) -> None:
         remote = f"{conn.remote[0]}:{conn.remote[1]}"

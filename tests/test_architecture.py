@@ -58,7 +58,7 @@ IO_MODULES = ("asyncio", "time", "uvloop", "selectors", "sqlite3")
 SOCKET_PURE = frozenset({"inet_pton", "inet_ntop", "AF_INET", "AF_INET6"})
 IO_ALLOWED = re.compile(
     r"^(iokit|natlab|natprobe)/|/adapters/|/cli\.py$|/__main__\.py$"
-    r"|^peer/(chat|localaddr|transfer_cli|transfer_streams)\.py$|^rendezvous/registry(_writer)?\.py$"
+    r"|^peer/(chat|localaddr|transfer_cli|transfer_streams|tunnel_cli)\.py$|^rendezvous/registry(_writer)?\.py$"
 )
 
 

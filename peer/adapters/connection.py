@@ -114,6 +114,18 @@ class Stream:
                 transport.stop_sending(self.stream_id, code)
             self._connection._pump()
 
+    def stop_reading(self, code: int = 0) -> None:
+        """Tell the peer to stop sending (STOP_SENDING); what we write still goes."""
+        transport = self._connection._transport
+        if self._connection.closed is None and not transport.at_eof(self.stream_id):
+            transport.stop_sending(self.stream_id, code)
+            self._connection._pump()
+
+    def forget(self) -> None:
+        """Done with the stream: the connection drops it (one that lives long carries many
+        streams, a tunnel one per forwarded connection)."""
+        self._connection._streams.pop(self.stream_id, None)
+
     def _wake(self) -> None:
         self._readable.set()
         self._writable.set()

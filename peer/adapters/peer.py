@@ -26,6 +26,7 @@ from peer.adapters.connection import Connection
 from peer.adapters.punch_socket import PunchSocket
 from peer.adapters.reach import probe_nat, resolve_server, within
 from peer.adapters.server_tcp import ServerConnection
+from peer.adapters.tunnels import TunnelsMixin
 from peer.agent import AgentConfig, PeerAgent
 from peer.errors import LocalProtocolError, PeerError
 from peer.events import (
@@ -67,9 +68,10 @@ log = structlog.get_logger()
 __all__ = ["Connection", "ConnectionRefused", "Peer", "PeerConfig", "PeerError", "Transport"]
 
 
-class Peer(AsyncLifecycle):
+class Peer(TunnelsMixin, AsyncLifecycle):
     """One peer online at the rendezvous: ``async with`` logs in (see peer.startup for how),
-    ``connect`` and ``accept`` give connections; ``events`` carries everything else."""
+    ``connect`` and ``accept`` give connections, ``expose`` and ``forward`` tunnels
+    (peer.adapters.tunnels); ``events`` carries everything else."""
 
     def __init__(
         self,

@@ -1,0 +1,182 @@
+"""asyncio adapter: one TCP connection spliced onto one peer stream, both ways.
+
+The TCP side's end (FIN) becomes the stream's end and the other way round, so a client
+that half-closes (``shutdown(SHUT_WR)``, as ``nc -N`` or an HTTP/1.0 client does) still
+reads its answer. A TCP reset becomes a stream reset, and a stream reset an RST on the
+TCP side (SO_LINGER 0), so neither end mistakes an abort for a clean end. Bytes are
+counted each way for the tunnel's closing line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from peer.adapters.connection import Stream
+from peer.errors import PeerError, PeerTimeout
+from peer.tunnel.wire import LENGTH, read_length
+
+CHUNK = 256 * 1024
+RESET_TCP = 1  # the stream's reset code when the TCP side was reset
+CLOSE_WAIT = 30.0  # how long the stream's end may take to be acknowledged, at most
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+log = structlog.get_logger()
+
+
+class TunnelRefusedError(PeerError):
+    """The peer refused the tunnel: not allowed, no such service, the target refused."""
+
+
+@dataclass(slots=True)
+class PipeResult:
+    sent: int = 0  # TCP -> stream
+    received: int = 0  # stream -> TCP
+    problem: str = ""  # "" when both sides ended cleanly
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return self.sent, self.received
+
+
+async def splice(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    stream: Stream,
+    result: PipeResult,
+    *,
+    initial: bytes = b"",
+    gate: Awaitable[None] | None = None,
+) -> PipeResult:
+    """Carry bytes both ways until both ends are done (or one side aborts); ``initial``
+    goes to the TCP side first (a header's leftover). Closes the TCP connection.
+
+    With a ``gate`` (the forwarding side, awaiting the exposing side's reply), the TCP
+    side's bytes already go, right behind the request: a new connection costs one round
+    trip, not two. The stream's bytes reach the TCP side only once the gate passes; a
+    gate that raises (a refusal) aborts both."""
+    up = asyncio.ensure_future(_tcp_to_stream(reader, stream, result))
+    down = asyncio.ensure_future(_stream_to_tcp(stream, writer, result, initial, gate))
+    try:
+        done, _ = await asyncio.wait((up, down), return_when=asyncio.FIRST_EXCEPTION)
+        refused = False
+        for task in done:
+            if (exc := task.exception()) is not None:
+                result.problem = result.problem or _reason(exc)
+                refused = refused or isinstance(exc, TunnelRefusedError)
+        if result.problem:
+            if not refused:  # (a refused client may read why: a SOCKS reply)
+                abort_tcp(writer)
+            stream.reset(RESET_TCP)
+        else:
+            with contextlib.suppress(PeerError, TimeoutError):
+                await asyncio.wait_for(stream.close(), CLOSE_WAIT)
+    finally:
+        for task in (up, down):
+            task.cancel()
+        await asyncio.gather(up, down, return_exceptions=True)
+        writer.close()
+        stream.forget()
+    return result
+
+
+async def _tcp_to_stream(reader: asyncio.StreamReader, stream: Stream, result: PipeResult) -> None:
+    while True:
+        data = await reader.read(CHUNK)
+        if not data:
+            stream.write_eof()
+            return
+        stream.write(data)
+        result.sent += len(data)
+        await stream.drain()
+
+
+async def _stream_to_tcp(
+    stream: Stream,
+    writer: asyncio.StreamWriter,
+    result: PipeResult,
+    initial: bytes,
+    gate: Awaitable[None] | None,
+) -> None:
+    if gate is not None:
+        await gate
+    if initial:
+        writer.write(initial)
+        result.received += len(initial)
+    while True:
+        data = await stream.read(CHUNK)
+        if not data:
+            if writer.can_write_eof():
+                writer.write_eof()
+            await writer.drain()
+            return
+        writer.write(data)
+        result.received += len(data)
+        await writer.drain()
+
+
+async def read_header(stream: Stream, timeout: float, what: str) -> bytes:
+    """The body of the length-prefixed header a tunnel stream starts with; PeerTimeout
+    when it does not come in time, TunnelDecodeError when it is not one, PeerError when
+    the stream ends first."""
+    try:
+        async with asyncio.timeout(timeout):
+            prefix = await stream.readexactly(LENGTH.size)
+            return await stream.readexactly(read_length(prefix))
+    except TimeoutError:
+        raise PeerTimeout(f"no {what} within {timeout:g} s") from None
+    except asyncio.IncompleteReadError:
+        raise PeerError(f"the stream ended before the {what}") from None
+
+
+def abort_tcp(writer: asyncio.StreamWriter) -> None:
+    """Close with an RST, as the other side's reset asks."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    writer.transport.abort()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, PeerError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+class TaskSet:
+    """The tasks a tunnel runs, one per connection or stream: cancelled together when the
+    tunnel stops; one that fails unexpectedly is logged and ends alone."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("tunnel_task_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

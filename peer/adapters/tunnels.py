@@ -1,0 +1,112 @@
+"""asyncio adapter: the tunnel functions of ``Peer`` (a mixin, so that an application
+embeds what the CLI does)::
+
+    async with Peer(server, identity=identity, name="bob") as me:
+        await me.expose(["ssh=127.0.0.1:22"], allow=["alice"])   # until cancelled
+
+    async with Peer(server, identity=identity, name="alice") as me:
+        forward = await me.forward("8022", "bob:ssh")            # listening now
+        await forward.serve_forever()
+
+Every connection to one peer rides one peer connection (peer.adapters.tunnel_links).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
+
+from peer.adapters.tunnel_expose import Exposer
+from peer.adapters.tunnel_forward import Forward
+from peer.adapters.tunnel_links import TunnelLinks
+from peer.errors import LocalProtocolError
+from peer.tunnel.events import EventSink, ignore
+from peer.tunnel.policy import ExposeConfig, ExposePolicy
+from peer.tunnel.specs import (
+    ListenSpec,
+    ServiceSpec,
+    TargetSpec,
+    TunnelSpecError,
+    parse_listen,
+    parse_service,
+    parse_target,
+)
+from rvproto.names import InvalidName, canonical_name
+
+if TYPE_CHECKING:
+    from peer.adapters.peer import Peer
+
+
+class TunnelsMixin:
+    _tunnel_links: TunnelLinks | None = None
+    _tunnel_ids = itertools.count(1)
+
+    def tunnel_links(self) -> TunnelLinks:
+        if self._tunnel_links is None:
+            self._tunnel_links = TunnelLinks(cast("Peer", self))
+        return self._tunnel_links
+
+    async def expose(
+        self,
+        services: Iterable[ServiceSpec | str] = (),
+        *,
+        allow: Iterable[str],
+        exit: bool = False,
+        exit_private: bool = False,
+        on_event: EventSink = ignore,
+        connect_timeout: float = 10.0,
+        udp_idle_timeout: float = 60.0,
+    ) -> None:
+        """Serve ``services`` (and, with ``exit``, SOCKS connections) to the ``allow``ed
+        peers until cancelled; connections from anyone else are refused."""
+        try:
+            config = ExposeConfig(
+                services=tuple(_service(s) for s in services),
+                allow=frozenset(canonical_name(name) for name in allow),
+                exit=exit,
+                exit_private=exit_private,
+                connect_timeout=connect_timeout,
+                udp_idle_timeout=udp_idle_timeout,
+            )
+        except (ValueError, InvalidName) as exc:
+            raise LocalProtocolError(str(exc)) from None
+        exposer = Exposer(cast("Peer", self), ExposePolicy(config), on_event, self.tunnel_links())
+        await exposer.run()
+
+    async def forward(
+        self,
+        listen: ListenSpec | str,
+        target: TargetSpec | str,
+        *,
+        on_event: EventSink = ignore,
+        udp_idle_timeout: float = 60.0,
+    ) -> Forward:
+        """Listen at ``listen`` ("8022", "127.0.0.1:8022") and carry each connection (or
+        UDP flow) to ``target`` ("bob:ssh"); raises if the peer cannot be reached or
+        refuses the service. ``close()`` the result when done."""
+        try:
+            where = parse_listen(listen) if isinstance(listen, str) else listen
+            to = parse_target(target) if isinstance(target, str) else target
+        except TunnelSpecError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        forward = Forward(
+            self.tunnel_links(),
+            to,
+            on_event=on_event,
+            ids=self._tunnel_ids,
+            udp_idle_timeout=udp_idle_timeout,
+        )
+        try:
+            await forward.start(where)
+        except BaseException:
+            await forward.aclose()
+            raise
+        return forward
+
+
+def _service(spec: ServiceSpec | str) -> ServiceSpec:
+    try:
+        return parse_service(spec) if isinstance(spec, str) else spec
+    except TunnelSpecError as exc:
+        raise LocalProtocolError(str(exc)) from None

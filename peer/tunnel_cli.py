@@ -1,0 +1,241 @@
+"""``peer expose``, ``peer forward`` and ``peer socks``: tunnels over the peer channel.
+
+    peer expose ssh=127.0.0.1:22 dns=10.0.0.53:53/udp --allow alice --server S --name bob
+    peer forward 8022 bob:ssh --server S --name alice       # then: ssh -p 8022 localhost
+    peer socks 1080 --via bob --server S --name alice       # bob needs `expose --exit`
+
+One status line per event on stderr (``online``, ``listening``, ``tunnel_open``,
+``tunnel_closed`` with the bytes each way, ``refused`` with the reason, ``path``); with
+``--json`` one JSON object per line on stdout instead. Ctrl-C or SIGTERM stops the
+command, tells the peers, and exits 0: stopping is a server's normal end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from peer.adapters.peer import Peer
+from peer.chat_output import shown
+from peer.errors import PeerError
+from peer.events import PathChanged
+from peer.transfer_cli import PeerSettings, online_line
+from peer.tunnel.events import TunnelEvent
+from peer.tunnel.specs import (
+    ListenSpec,
+    ServiceSpec,
+    TargetSpec,
+    TunnelSpecError,
+    parse_listen,
+    parse_service,
+    parse_target,
+)
+
+COMMANDS = ("expose", "forward", "socks")
+
+
+def _spec(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except TunnelSpecError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__.removeprefix("parse_")
+    return convert
+
+
+def add_tunnel_commands(
+    commands: Any,
+    add_peer_options: Callable[[argparse.ArgumentParser], None],
+    peer_name: Callable[[str], str],
+) -> None:
+    expose = commands.add_parser(
+        "expose",
+        help="serve local services (or be a SOCKS exit) to the allowed peers",
+        description=(
+            "Log in and serve each SERVICE (NAME=HOST:PORT, /udp for UDP) to the peers "
+            "named by --allow, identified by their pinned keys; every other peer is "
+            "refused. --exit also lets them use this peer as a SOCKS exit (peer socks "
+            "--via): it refuses loopback, link-local and private networks unless "
+            "--exit-private. Runs until interrupted."
+        ),
+    )
+    expose.add_argument("services", nargs="*", type=_spec(parse_service), metavar="SERVICE")
+    expose.add_argument(
+        "--allow", action="append", required=True, type=peer_name, metavar="PEER",
+        help="a peer that may use the services (repeat for more)",
+    )  # fmt: skip
+    expose.add_argument("--exit", action="store_true", help="be a SOCKS exit for them too")
+    expose.add_argument(
+        "--exit-private", action="store_true",
+        help="let the exit reach loopback, link-local and private networks",
+    )  # fmt: skip
+    add_peer_options(expose)
+    forward = commands.add_parser(
+        "forward",
+        help="listen locally and carry each connection to a peer's service (like ssh -L)",
+        description=(
+            "Log in, check that PEER serves SERVICE to us, then listen on [LISTEN_IP:]PORT "
+            "(127.0.0.1 by default; TCP, or UDP when the service is UDP): each connection "
+            "becomes a stream to PEER, which connects to its target. Runs until interrupted."
+        ),
+    )
+    forward.add_argument("listen", type=_spec(parse_listen), metavar="[LISTEN_IP:]PORT")
+    forward.add_argument("target", type=_spec(parse_target), metavar="PEER:SERVICE")
+    add_peer_options(forward)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TunnelOptions:
+    peer: PeerSettings
+    json: bool
+    services: tuple[ServiceSpec, ...] = ()
+    allow: tuple[str, ...] = ()
+    exit: bool = False
+    exit_private: bool = False
+    listen: ListenSpec | None = None
+    target: TargetSpec | None = None
+
+
+def tunnel_options(args: argparse.Namespace, settings: PeerSettings) -> TunnelOptions:
+    if args.command == "expose":
+        return TunnelOptions(
+            peer=settings,
+            json=args.json,
+            services=tuple(args.services),
+            allow=tuple(args.allow),
+            exit=args.exit,
+            exit_private=args.exit_private,
+        )
+    return TunnelOptions(peer=settings, json=args.json, listen=args.listen, target=args.target)
+
+
+class Reporter:
+    """One line per event: text on stderr, or JSON on stdout."""
+
+    def __init__(self, json_mode: bool) -> None:
+        self.json = json_mode
+
+    def line(self, event: str, text: str, **fields: Any) -> None:
+        if self.json:
+            print(json.dumps({"event": event, **fields}), flush=True)
+        else:
+            print(shown(text), file=sys.stderr, flush=True)
+
+    def tunnel(self, event: TunnelEvent) -> None:
+        fields = event.to_json()
+        self.line(fields.pop("event"), str(event), **fields)
+
+
+def run_tunnel(options: TunnelOptions) -> Coroutine[Any, Any, int]:
+    if options.target is not None:
+        return _run_forward(options)
+    return _run_expose(options)
+
+
+def _open(settings: PeerSettings) -> Peer:
+    return Peer(
+        settings.server,
+        identity=settings.identity,
+        name=settings.name,
+        known_peers=settings.known_peers,
+        config=settings.peer_config,
+    )
+
+
+def _online(me: Peer, out: Reporter) -> None:
+    text, fields = online_line(me)
+    out.line("online", text, **fields)
+
+
+async def _watch_paths(me: Peer, out: Reporter) -> None:
+    """A tunnel's peer connection moving between the direct path and the relay."""
+    while True:
+        event = await me.events.get()
+        if isinstance(event, PathChanged):
+            remote = f"{event.remote[0]}:{event.remote[1]}"
+            out.line(
+                "path",
+                f"path to {event.peer}: {event.path} ({remote})",
+                peer=event.peer,
+                path=str(event.path),
+                remote=remote,
+            )
+
+
+async def _run_expose(options: TunnelOptions) -> int:
+    out = Reporter(options.json)
+    try:
+        async with _open(options.peer) as me:
+            _online(me, out)
+            names = ", ".join(str(service) for service in options.services) or "-"
+            out.line(
+                "exposing",
+                f"exposing {names}{' and a SOCKS exit' if options.exit else ''} "
+                f"to {', '.join(options.allow)}",
+                services=[str(service) for service in options.services],
+                allow=list(options.allow),
+                exit=options.exit,
+            )
+            watching = asyncio.ensure_future(_watch_paths(me, out))
+            try:
+                await me.expose(
+                    options.services,
+                    allow=options.allow,
+                    exit=options.exit,
+                    exit_private=options.exit_private,
+                    on_event=out.tunnel,
+                )
+            finally:
+                watching.cancel()
+    except asyncio.CancelledError:
+        out.line("stopped", "stopped")
+        return 0
+    return 0
+
+
+async def _run_forward(options: TunnelOptions) -> int:
+    out = Reporter(options.json)
+    assert options.listen is not None and options.target is not None
+    target = f"{options.target.peer}:{options.target.service}"
+    try:
+        async with _open(options.peer) as me:
+            _online(me, out)
+            try:
+                forward = await me.forward(options.listen, options.target, on_event=out.tunnel)
+            except PeerError as exc:
+                out.line("error", f"peer: {exc}", reason=str(exc))
+                return 1
+            except OSError as exc:
+                reason = f"cannot listen on {options.listen.host}:{options.listen.port}: " + (
+                    exc.strerror or str(exc)
+                )
+                out.line("error", f"peer: {reason}", reason=reason)
+                return 1
+            try:
+                host, port = forward.address
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                out.line(
+                    "listening",
+                    f"forwarding {where} ({forward.protocol.value}) -> {target}",
+                    listen=where,
+                    target=target,
+                    protocol=forward.protocol.value,
+                )
+                watching = asyncio.ensure_future(_watch_paths(me, out))
+                try:
+                    await forward.serve_forever()
+                finally:
+                    watching.cancel()
+            finally:
+                await forward.aclose()
+    except asyncio.CancelledError:
+        out.line("stopped", "stopped")
+        return 0
+    return 0
