@@ -37,6 +37,7 @@ from peer.known_peers import KnownPeers, KnownPeersError
 from peer.pins_cli import forget_target, run_pins, server_key_arg
 from peer.startup import Transport
 from peer.transfer_cli import PeerSettings, ReceiveOptions, SendOptions, run_receive, run_send
+from peer.tunnel.specs import TunnelSpecError
 from peer.tunnel_cli import COMMANDS as TUNNEL_COMMANDS
 from peer.tunnel_cli import add_tunnel_commands, run_tunnel, tunnel_options
 from rvproto.names import InvalidName, canonical_name
@@ -373,7 +374,7 @@ def _run(args: argparse.Namespace) -> int:
             command = _transfer(args, server)
         else:
             command = _nat(args, server)
-    except (ArgumentError, _BadFile) as exc:
+    except (ArgumentError, _BadFile, TunnelSpecError) as exc:
         print(f"peer: {exc}", file=sys.stderr)
         return 2
     try:

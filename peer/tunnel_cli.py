@@ -18,9 +18,12 @@ import json
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from peer.adapters.peer import Peer
+from peer.adapters.tunnel_forward import Forward
+from peer.adapters.tunnel_socks import SocksServer
 from peer.chat_output import shown
 from peer.errors import PeerError
 from peer.events import PathChanged
@@ -31,9 +34,11 @@ from peer.tunnel.specs import (
     ServiceSpec,
     TargetSpec,
     TunnelSpecError,
+    join_host_port,
     parse_listen,
     parse_service,
     parse_target,
+    parse_users,
 )
 
 COMMANDS = ("expose", "forward", "socks")
@@ -89,6 +94,23 @@ def add_tunnel_commands(
     forward.add_argument("listen", type=_spec(parse_listen), metavar="[LISTEN_IP:]PORT")
     forward.add_argument("target", type=_spec(parse_target), metavar="PEER:SERVICE")
     add_peer_options(forward)
+    socks = commands.add_parser(
+        "socks",
+        help="a local SOCKS5 server whose connections leave from a peer (its exit)",
+        description=(
+            "Log in, check that --via lets us use it as an exit (peer expose --exit), then "
+            "serve SOCKS5 on [LISTEN_IP:]PORT (127.0.0.1 by default): CONNECT to IPv4, IPv6 "
+            "or a host name, resolved at the exit. With --users-file, clients must give "
+            "one of its USER:PASSWORD lines (RFC 1929). Runs until interrupted."
+        ),
+    )
+    socks.add_argument("listen", type=_spec(parse_listen), metavar="[LISTEN_IP:]PORT")
+    socks.add_argument("--via", required=True, type=peer_name, metavar="PEER", help="the exit")
+    socks.add_argument(
+        "--users-file", type=Path, metavar="FILE",
+        help="USER:PASSWORD lines: require one of them from every client",
+    )  # fmt: skip
+    add_peer_options(socks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +122,9 @@ class TunnelOptions:
     exit: bool = False
     exit_private: bool = False
     listen: ListenSpec | None = None
-    target: TargetSpec | None = None
+    target: TargetSpec | None = None  # forward
+    via: str | None = None  # socks
+    credentials: dict[str, str] | None = None
 
 
 def tunnel_options(args: argparse.Namespace, settings: PeerSettings) -> TunnelOptions:
@@ -112,6 +136,21 @@ def tunnel_options(args: argparse.Namespace, settings: PeerSettings) -> TunnelOp
             allow=tuple(args.allow),
             exit=args.exit,
             exit_private=args.exit_private,
+        )
+    if args.command == "socks":
+        credentials = None
+        if args.users_file is not None:
+            try:
+                text = args.users_file.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise TunnelSpecError(f"--users-file {args.users_file}: {exc}") from None
+            credentials = parse_users(text, source=str(args.users_file))
+        return TunnelOptions(
+            peer=settings,
+            json=args.json,
+            listen=args.listen,
+            via=args.via,
+            credentials=credentials,
         )
     return TunnelOptions(peer=settings, json=args.json, listen=args.listen, target=args.target)
 
@@ -134,8 +173,8 @@ class Reporter:
 
 
 def run_tunnel(options: TunnelOptions) -> Coroutine[Any, Any, int]:
-    if options.target is not None:
-        return _run_forward(options)
+    if options.listen is not None:
+        return _run_listener(options)
     return _run_expose(options)
 
 
@@ -200,42 +239,56 @@ async def _run_expose(options: TunnelOptions) -> int:
     return 0
 
 
-async def _run_forward(options: TunnelOptions) -> int:
+async def _run_listener(options: TunnelOptions) -> int:
+    """``forward`` and ``socks``: log in, start listening, serve until stopped."""
     out = Reporter(options.json)
-    assert options.listen is not None and options.target is not None
-    target = f"{options.target.peer}:{options.target.service}"
+    listen = options.listen
+    assert listen is not None
     try:
         async with _open(options.peer) as me:
             _online(me, out)
             try:
-                forward = await me.forward(options.listen, options.target, on_event=out.tunnel)
+                server = await _start(me, options, out)
             except PeerError as exc:
                 out.line("error", f"peer: {exc}", reason=str(exc))
                 return 1
             except OSError as exc:
-                reason = f"cannot listen on {options.listen.host}:{options.listen.port}: " + (
+                reason = f"cannot listen on {join_host_port(listen.host, listen.port)}: " + (
                     exc.strerror or str(exc)
                 )
                 out.line("error", f"peer: {reason}", reason=reason)
                 return 1
             try:
-                host, port = forward.address
-                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                out.line(
-                    "listening",
-                    f"forwarding {where} ({forward.protocol.value}) -> {target}",
-                    listen=where,
-                    target=target,
-                    protocol=forward.protocol.value,
-                )
+                where = join_host_port(*server.address)
+                if isinstance(server, SocksServer):
+                    text, target, protocol = (
+                        f"SOCKS5 on {where} via {server.via}",
+                        server.via,
+                        "socks5",
+                    )
+                else:
+                    target = f"{server.target.peer}:{server.target.service}"
+                    protocol = server.protocol.value
+                    text = f"forwarding {where} ({protocol}) -> {target}"
+                out.line("listening", text, listen=where, target=target, protocol=protocol)
                 watching = asyncio.ensure_future(_watch_paths(me, out))
                 try:
-                    await forward.serve_forever()
+                    await server.serve_forever()
                 finally:
                     watching.cancel()
             finally:
-                await forward.aclose()
+                await server.aclose()
     except asyncio.CancelledError:
         out.line("stopped", "stopped")
         return 0
     return 0
+
+
+async def _start(me: Peer, options: TunnelOptions, out: Reporter) -> Forward | SocksServer:
+    assert options.listen is not None
+    if options.via is not None:
+        return await me.socks(
+            options.listen, via=options.via, credentials=options.credentials, on_event=out.tunnel
+        )
+    assert options.target is not None
+    return await me.forward(options.listen, options.target, on_event=out.tunnel)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from peer.adapters.peer import Peer
 
 log = structlog.get_logger()
+_LOOKUPS = (RequestKind.LOOKUP, RequestKind.LOOKUP_EXIT)
 
 REQUEST_TIMEOUT = 30.0  # a stream that names nothing for this long is dropped
 REFUSED_CODE = 2  # the stream reset code after a refusal (what was pipelined is dropped)
@@ -88,7 +89,7 @@ class Exposer:
             return
         service = "exit" if request.kind is RequestKind.CONNECT else request.name
         decision = self.policy.decide(connection.peer, request)
-        if isinstance(decision, Accept) and request.kind is RequestKind.LOOKUP:
+        if isinstance(decision, Accept) and request.kind in _LOOKUPS:
             _answer(stream, OpenReply(OpenStatus.OK, decision.protocol.value), end=True)
             return
         if isinstance(decision, Accept) and decision.protocol is Protocol.UDP:

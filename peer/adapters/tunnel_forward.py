@@ -49,11 +49,11 @@ async def _reply(stream: Stream) -> OpenReply:
     return OpenReply.parse(await read_header(stream, REPLY_TIMEOUT, "reply from the peer"))
 
 
-async def lookup(connection: Connection, service: str) -> Protocol:
-    """Whether ``service`` is there for us at the peer, and what it speaks."""
-    stream, reply_of = await open_tunnel_stream(
-        connection, OpenRequest(RequestKind.LOOKUP, service)
-    )
+async def lookup(connection: Connection, service: str, *, exit: bool = False) -> Protocol:
+    """Whether ``service`` (or, with ``exit``, the SOCKS exit) is there for us at the
+    peer, and what it speaks."""
+    kind = RequestKind.LOOKUP_EXIT if exit else RequestKind.LOOKUP
+    stream, reply_of = await open_tunnel_stream(connection, OpenRequest(kind, service))
     try:
         reply = await reply_of()
     finally:
@@ -143,14 +143,18 @@ async def carry(
     tunnel: int,
     service: str,
     on_reply: Callable[[OpenReply], None] | None = None,
+    early: bytes = b"",
 ) -> None:
     """One local TCP connection through the tunnel to ``peer``, to its end; events for
-    each step. ``on_reply`` sees the reply first (the SOCKS server answers its client)."""
+    each step. ``on_reply`` sees the reply first (the SOCKS server answers its client);
+    ``early`` is what the client sent that was read already (behind its SOCKS request)."""
     client = join_host_port(*writer.get_extra_info("peername")[:2])
     refusal: list[str] = []
     try:
         connection = await links.get(peer)
         stream, reply_of = await open_tunnel_stream(connection, request)
+        if early:
+            stream.write(early)
     except PeerError as exc:
         emit(TunnelRefused(Side.FORWARD, tunnel, peer, service, str(exc)))
         abort_tcp(writer)
@@ -167,7 +171,7 @@ async def carry(
             raise TunnelRefusedError(reply.reason)
         emit(TunnelOpened(Side.FORWARD, tunnel, peer, service, client))
 
-    result = PipeResult()
+    result = PipeResult(sent=len(early))
     try:
         await splice(reader, writer, stream, result, gate=gate())
     except asyncio.CancelledError:  # the forward stops: its open tunnels are cut

@@ -7,6 +7,7 @@ embeds what the CLI does)::
     async with Peer(server, identity=identity, name="alice") as me:
         forward = await me.forward("8022", "bob:ssh")            # listening now
         await forward.serve_forever()
+        socks = await me.socks("1080", via="bob")                 # bob: expose(exit=True)
 
 Every connection to one peer rides one peer connection (peer.adapters.tunnel_links).
 """
@@ -14,12 +15,13 @@ Every connection to one peer rides one peer connection (peer.adapters.tunnel_lin
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, cast
 
 from peer.adapters.tunnel_expose import Exposer
 from peer.adapters.tunnel_forward import Forward
 from peer.adapters.tunnel_links import TunnelLinks
+from peer.adapters.tunnel_socks import SocksServer
 from peer.errors import LocalProtocolError
 from peer.tunnel.events import EventSink, ignore
 from peer.tunnel.policy import ExposeConfig, ExposePolicy
@@ -103,6 +105,36 @@ class TunnelsMixin:
             await forward.aclose()
             raise
         return forward
+
+    async def socks(
+        self,
+        listen: ListenSpec | str,
+        *,
+        via: str,
+        credentials: Mapping[str, str] | None = None,
+        on_event: EventSink = ignore,
+    ) -> SocksServer:
+        """A SOCKS5 server at ``listen`` whose connections leave from ``via`` (a peer that
+        exposes itself as an exit to us); with ``credentials`` (user -> password) clients
+        must give one of them (RFC 1929). ``close()`` the result when done."""
+        try:
+            where = parse_listen(listen) if isinstance(listen, str) else listen
+            exit_peer = canonical_name(via)
+            server = SocksServer(
+                self.tunnel_links(),
+                exit_peer,
+                credentials=credentials,
+                on_event=on_event,
+                ids=self._tunnel_ids,
+            )
+        except (TunnelSpecError, InvalidName, ValueError) as exc:
+            raise LocalProtocolError(str(exc)) from None
+        try:
+            await server.start(where)
+        except BaseException:
+            await server.aclose()
+            raise
+        return server
 
 
 def _service(spec: ServiceSpec | str) -> ServiceSpec:

@@ -98,6 +98,10 @@ class ExposePolicy:
     def decide(self, peer: str, request: OpenRequest) -> Decision:
         if not self.allows_peer(peer):
             return Refusal(OpenStatus.NOT_ALLOWED, f"{peer} is not allowed here")
+        if request.kind is RequestKind.LOOKUP_EXIT:
+            if not self.config.exit:
+                return Refusal(OpenStatus.NOT_ALLOWED, "this peer is not an exit")
+            return Accept("", 0, Protocol.TCP, "exit", exit=True)
         if request.kind is not RequestKind.CONNECT:
             service = self._services.get(request.name)
             if service is None:

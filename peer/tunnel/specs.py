@@ -153,3 +153,22 @@ def is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def parse_users(text: str, *, source: str) -> dict[str, str]:
+    """A SOCKS users file: ``USER:PASSWORD`` per line (``#`` comments, blank lines
+    skipped); each field 1-255 bytes, as RFC 1929 carries them."""
+    users: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not 1 <= len(user.encode()) <= 255 or not 1 <= len(password.encode()) <= 255:
+            raise TunnelSpecError(f"{source}:{number}: expected USER:PASSWORD (1-255 bytes each)")
+        if user in users:
+            raise TunnelSpecError(f"{source}:{number}: user {user!r} given twice")
+        users[user] = password
+    if not users:
+        raise TunnelSpecError(f"{source}: no USER:PASSWORD line")
+    return users

@@ -12,7 +12,8 @@ is the stream's end, a TCP reset the stream's reset), otherwise it ends::
 ``kind`` is SERVICE (the bytes name the service, port 0), CONNECT (the SOCKS exit: the
 bytes are the host, an IP literal or a DNS name resolved at the exit, and the port) or
 LOOKUP (a forward starting: is the service there for me, and is it "tcp" or "udp", the
-OK reply's reason; the stream then ends).
+OK reply's reason; the stream then ends) or LOOKUP_EXIT (a SOCKS server starting: may I
+use this peer as an exit).
 
 A UDP flow's datagrams are ``u32 flow | payload`` in a channel datagram, the flow being
 the stream's id; one too large for a datagram goes on the flow's stream instead, framed
@@ -49,6 +50,7 @@ class RequestKind(IntEnum):
     SERVICE = 1  # one of the services the peer exposes, by name
     CONNECT = 2  # the SOCKS exit: any host and port the exit's rules allow
     LOOKUP = 3  # does the service exist for me, and is it TCP or UDP (the reply's reason)
+    LOOKUP_EXIT = 4  # may I use this peer as a SOCKS exit (the name is "exit")
 
 
 class OpenStatus(IntEnum):
