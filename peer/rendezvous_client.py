@@ -1,5 +1,6 @@
 """Sans-I/O client side of the rendezvous protocol: login (a challenge, then a Noise
-handshake to the server's key: peer.rendezvous_login), refresh, CONNECT, introductions.
+handshake to the server's key, or the ticket the last one brought: peer.rendezvous_login),
+refresh, CONNECT, introductions.
 
 A lost registration (a refresh unanswered or refused, a CONNECT told to log in again, the
 TCP connection gone) schedules another login with backoff (peer.relogin: when, what to say).
@@ -9,12 +10,10 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
 from enum import Enum
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from natprobe.report import NatType
 from peer.errors import LocalProtocolError
 from peer.events import (
     ConnectFailed,
@@ -23,8 +22,15 @@ from peer.events import (
     LoginFailed,
     RvEvent,
 )
-from peer.relogin import Backoff, BackoffConfig, Reachability
-from peer.rendezvous_login import LoginAnswer, LoginHandshake, key_mismatch
+from peer.relogin import Backoff, Reachability
+from peer.rendezvous_config import RendezvousClientConfig as RendezvousClientConfig
+from peer.rendezvous_login import (
+    LoginAnswer,
+    LoginHandshake,
+    LoginResumption,
+    SessionTicket,
+    key_mismatch,
+)
 from peer.rendezvous_requests import (
     ConnectRequest,
     HandshakeLoginRequest,
@@ -43,10 +49,9 @@ from rvproto.messages import (
     parse_rv,
     rv_message,
 )
-from rvproto.names import InvalidName, canonical_name
 from stunproto import AttrType, ErrorCode, MessageClass, StunDecodeError, StunMessage
 from stunproto.attributes import Address
-from stunproto.client import ResponseReceived, RetransmitPolicy, StunClient, TransactionTimedOut
+from stunproto.client import ResponseReceived, StunClient, TransactionTimedOut
 from stunproto.message import is_stun, new_transaction_id
 
 
@@ -57,30 +62,6 @@ class LoginState(Enum):
     LOGGED_IN = "logged-in"
     FAILED = "failed"  # the first login failed: start-up decides what next (peer.startup)
     OFFLINE = "offline"  # was logged in, lost it: a login is scheduled (peer.relogin)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RendezvousClientConfig:
-    server: Address
-    name: str
-    public_key: bytes
-    private_endpoints: tuple[Address, ...] = ()
-    nat_type: NatType = NatType.UNKNOWN
-    # None: a third of the registration lifetime the server grants
-    refresh_interval: float | None = None
-    policy: RetransmitPolicy = field(
-        default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=9, rto_max=1.6, final_wait=4)
-    )
-    relogin: BackoffConfig = field(default_factory=BackoffConfig)  # after a lost registration
-    # The server's static X25519 key, pinned or given (--server-key); None: trust the key
-    # the first challenge presents (then pin it, as SSH does with host keys).
-    server_key: bytes | None = None
-
-    def __post_init__(self) -> None:
-        try:  # (the server takes canonical names only: "Alice" logs in as "alice")
-            object.__setattr__(self, "name", canonical_name(self.name))
-        except InvalidName as exc:
-            raise LocalProtocolError(str(exc)) from None
 
 
 class RendezvousClient:
@@ -94,7 +75,11 @@ class RendezvousClient:
         self.config = config
         self._static = static  # our Noise static key (the X25519 form of our identity)
         self.server_key = config.server_key  # learned at the first login when not given
-        self._handshake: LoginHandshake | None = None
+        self._handshake: LoginHandshake | LoginResumption | None = None
+        # From the last login, for the next (a NAT rebinding, a restarted server: no
+        # Diffie-Hellman); in memory only, shown only to the server key that issued it.
+        self.ticket: SessionTicket | None = None
+        self.resumed = False  # whether the last login was resumed with a ticket
         self._stun = StunClient(policy=config.policy, codecs=RV_CODECS)
         self._purpose: dict[bytes, RvRequest] = {}  # by transaction id
         self._events: deque[RvEvent] = deque()
@@ -261,16 +246,24 @@ class RendezvousClient:
                 self.state = LoginState.HANDSHAKING
                 self._send_handshake_login(challenge, presented, now)
         elif isinstance(purpose, HandshakeLoginRequest):
+            attempt = self._handshake
+            refused = error is not None and error.code == ErrorCodes.TICKET_REFUSED
+            if refused and isinstance(attempt, LoginResumption):
+                # Expired, another key epoch, a server with another key: a full handshake
+                # at once, with the same challenge (a refused ticket leaves it unspent).
+                self.ticket = None
+                self._send_handshake_login(attempt.challenge, attempt.server_key, now)
+                return
             if error is not None and error.code == ErrorCodes.STALE and self._restarts < 3:
                 # The challenge expired or our retransmission lost the cached answer: start
                 # over with a fresh challenge rather than giving up.
                 self._restarts += 1
                 self.login(now)
                 return
-            if error is not None or self._handshake is None:
+            if error is not None or attempt is None:
                 self._fail_login(error, now)
                 return
-            answer = self._handshake.finish(response)
+            answer = attempt.finish(response)
             if isinstance(answer, str):
                 self._login_failed(answer, None, now)
                 return
@@ -312,6 +305,7 @@ class RendezvousClient:
         self._restarts = 0
         self.session_key = answer.session_key
         self.server_key = answer.server_key  # proven: later logins expect it
+        self.ticket, self.resumed = answer.ticket, answer.resumed
         self.public_endpoint = answer.public_endpoint
         self._refresh_interval = self.config.refresh_interval or answer.lifetime / 3
         self._refresh_at = now + self._refresh_interval
@@ -362,7 +356,12 @@ class RendezvousClient:
         nat_type = (RvAttr.NAT_TYPE, str(self.config.nat_type))
         attributes = (*self._identity_attributes(), (RvAttr.CHALLENGE, challenge))
         unsent = self._request(RvMethod.LOGIN, *attributes, *private, nat_type, *rtt)
-        self._handshake = LoginHandshake(self._static, server_key)
+        ticket = self.ticket
+        self._handshake = (
+            LoginResumption(ticket, challenge)
+            if ticket is not None and ticket.server_key == server_key
+            else LoginHandshake(self._static, server_key)
+        )
         data = self._handshake.request(unsent)
         self._start_encoded(unsent.transaction_id, data, now, HandshakeLoginRequest())
 

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from rendezvous.answers import AnswerCache, error_answer
-from rendezvous.binding import StunServiceConfig
+from rendezvous.config import RendezvousConfig as RendezvousConfig
 from rendezvous.introduced import IntroducedPeers
-from rendezvous.login import LoginChecker, LoginRefusal
-from rendezvous.quotas import QuotaConfig, Quotas
+from rendezvous.login import LoginChecker, LoginRefusal, ResumedLogin
+from rendezvous.quotas import Quotas
 from rendezvous.registration import Registration, introduce
 from rendezvous.registry import NameRegistry, RegistryError
 from rendezvous.routes import ClientVia, Transmit, address_text
+from rendezvous.tickets import Tickets
 from rendezvous.turn_auth import rest_credentials
 from rvproto.login import LoginSecrets
 from rvproto.login import session_key as login_session_key
@@ -38,9 +38,10 @@ from rvproto.messages import (
     rv_message,
 )
 from rvproto.names import is_canonical
+from rvproto.resumption import seal
 from stunproto import AttrType, MessageClass, StunDecodeError, StunMessage
 from stunproto.attributes import Address
-from stunproto.client import RetransmitPolicy, StunClient
+from stunproto.client import StunClient
 from stunproto.message import new_transaction_id
 
 log = structlog.get_logger()
@@ -50,30 +51,6 @@ MAX_PRIVATE_ENDPOINTS = 8
 MAX_RTT = 5.0  # seconds: a claimed round trip beyond this only delays the other side
 SWEEP_INTERVAL = 5.0
 _NOT_IDEMPOTENT = frozenset({RvMethod.LOGIN, RvMethod.CONNECT})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RendezvousConfig:
-    stun: StunServiceConfig
-    registration_lifetime: float = 60.0  # seconds without a refresh before a peer is offline
-    challenge_lifetime: float = 30.0
-    max_peers: int = 100_000
-    # Seconds added to both sides' punch delays. None needed: a side that starts early only
-    # loses its first packets, and the other side's first probe triggers an immediate answer.
-    punch_margin: float = 0.0
-    # TURN REST API credentials for logged-in peers (coturn's use-auth-secret scheme), for
-    # the relay at ``turn_server`` (default: this server's primary address, the embedded
-    # relay). None: no relay offered.
-    turn_secret: bytes | None = None
-    turn_server: Address | None = None
-    turn_credential_ttl: float = 24 * 3600.0
-    introduction_policy: RetransmitPolicy = field(
-        default_factory=lambda: RetransmitPolicy(rto=0.2, max_sends=6, rto_max=1.0)
-    )
-    quotas: QuotaConfig = field(default_factory=QuotaConfig)  # new names, introductions
-    # The server's static X25519 private key (32 bytes; rendezvous.server_key keeps it in a
-    # file). None: a fresh one per process, for tests and throwaway servers.
-    server_key: bytes | None = None
 
 
 Handler = Callable[[StunMessage, Address, ClientVia, float], "bytes | None"]
@@ -96,8 +73,18 @@ class IntroductionService:
         # Unix time = now + wall_offset: TURN REST usernames carry a wall-clock expiry, and
         # this core reads no clock (the adapter passes the offset of its monotonic clock).
         self._wall_offset = wall_offset
-        static = X25519PrivateKey.from_private_bytes(config.server_key or random_bytes(32))
-        self._logins = LoginChecker(random_bytes(32), config.challenge_lifetime, static)
+        static_bytes = config.server_key or random_bytes(32)
+        static = X25519PrivateKey.from_private_bytes(static_bytes)
+        self._tickets = Tickets(
+            static_bytes,
+            epoch=config.ticket_epoch,
+            lifetime=config.ticket_lifetime,
+            wall_offset=wall_offset,
+            random_bytes=random_bytes,
+        )
+        self._logins = LoginChecker(
+            random_bytes(32), config.challenge_lifetime, static, self._tickets
+        )
         self.server_key = self._logins.server_key  # (public: what peers pin)
         self._quotas = Quotas(config.quotas)
         self._peers: dict[str, Registration] = {}
@@ -226,11 +213,19 @@ class IntroductionService:
             if len(self._peers) >= self.config.max_peers:
                 return error_answer(message, ErrorCodes.TRY_LATER, "server full")
         private = tuple(all_values(message, RvAttr.PRIVATE_ENDPOINT))[:MAX_PRIVATE_ENDPOINTS]
-        # Message 2 proves this server's key; the TURN credentials travel inside it, and
-        # the session key is the handshake's, never sent.
-        secrets, relay = self._turn_credentials(name, now)
-        message2, keys = login.responder.write_message2(secrets.encode())
-        session_key = login_session_key(keys.receive)
+        # Message 2 proves this server's key (a resumed answer, the ticket's secret); the
+        # TURN credentials and the next ticket travel inside it, and the session key is
+        # derived, never sent.
+        resumed = isinstance(login, ResumedLogin)
+        expires = login.expires if isinstance(login, ResumedLogin) else None
+        secrets, relay = self._login_secrets(name, key, now, expires)
+        if isinstance(login, ResumedLogin):
+            session_key = login.keys.session_key
+            proof = (RvAttr.SEALED, seal(login.keys.payload_key, secrets.encode()))
+        else:
+            message2, keys = login.responder.write_message2(secrets.encode())
+            session_key = login_session_key(keys.receive)
+            proof = (RvAttr.HANDSHAKE, message2)
         rtt = min(message.get(RvAttr.RTT, 0) / 1_000_000, MAX_RTT)
         self._by_route[(source, via)] = name
         if previous is not None:
@@ -253,26 +248,30 @@ class IntroductionService:
             endpoint=address_text(source),
             private=[address_text(endpoint) for endpoint in private],  # type: ignore[arg-type]
             nat_type=login.nat_type,
+            resumed=resumed,
         )
         reply = message.reply(
             MessageClass.SUCCESS,
             (AttrType.XOR_MAPPED_ADDRESS, source),
             (AttrType.LIFETIME, int(self.config.registration_lifetime)),
             *relay,
-            (RvAttr.HANDSHAKE, message2),
+            proof,
         )
         return reply.encode(integrity_key=session_key, fingerprint=True)
 
-    def _turn_credentials(
-        self, name: str, now: float
+    def _login_secrets(
+        self, name: str, key: bytes, now: float, expires: int | None
     ) -> tuple[LoginSecrets, tuple[tuple[int, object], ...]]:
-        secret = self.config.turn_secret
-        if secret is None:
-            return LoginSecrets(), ()
-        expires = int(now + self._wall_offset + self.config.turn_credential_ttl)
-        username, password = rest_credentials(secret, name, expires)
-        relay = self.config.turn_server or self._primary
-        return LoginSecrets(username, password), ((RvAttr.TURN_SERVER, relay),)
+        """What the answer carries encrypted (TURN credentials, the next ticket) and in
+        clear (TURN-SERVER)."""
+        ticket, secret = self._tickets.issue(name, key, now, expires)
+        relay: tuple[tuple[int, object], ...] = ()
+        username = password = ""
+        if self.config.turn_secret is not None:
+            until = int(now + self._wall_offset + self.config.turn_credential_ttl)
+            username, password = rest_credentials(self.config.turn_secret, name, until)
+            relay = ((RvAttr.TURN_SERVER, self.config.turn_server or self._primary),)
+        return LoginSecrets(username, password, ticket, secret), relay
 
     # ------------------------------------------------------------------ authenticated
 

@@ -4,8 +4,9 @@ A login is Noise IK to the server's static key: the peer's second LOGIN carries 
 in a HANDSHAKE attribute, and the server's answer carries message 2. The STUN header and
 every attribute before HANDSHAKE are the Noise prologue, so that nothing in the request can
 be changed on the way without failing the handshake; nothing but FINGERPRINT may follow it.
-Message 2's payload carries the login's secrets (:class:`LoginSecrets`), and the session key
-that authenticates every later message both ways (MESSAGE-INTEGRITY) is derived from the
+Message 2's payload carries the login's secrets (:class:`LoginSecrets`: the TURN credentials,
+a ticket to resume the next login with, rvproto.resumption), and the session key that
+authenticates every later message both ways (MESSAGE-INTEGRITY) is derived from the
 handshake, never sent.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rvproto.messages import RvAttr
 from stunproto import AttrType, StunDecodeError, StunMessage
@@ -61,16 +62,20 @@ def session_key(initiator_key: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class LoginSecrets:
-    """Message 2's payload: what only the peer may learn (TURN credentials; empty when the
-    server offers no relay)."""
+    """The payload of message 2 (or of a resumed login's SEALED): what only the peer may
+    learn. The TURN credentials (empty when the server offers no relay), then the ticket
+    for the next login and its resumption secret (rvproto.resumption; both empty from a
+    server that issues none). Each field is a u16 length and its bytes."""
 
     turn_username: str = ""
     turn_password: str = ""
+    ticket: bytes = b""
+    resumption_secret: bytes = field(default=b"", repr=False)
 
     def encode(self) -> bytes:
         out = bytearray()
-        for text in (self.turn_username, self.turn_password):
-            data = text.encode()
+        fields = (self.turn_username.encode(), self.turn_password.encode())
+        for data in (*fields, self.ticket, self.resumption_secret):
             if len(data) > MAX_SECRET_TEXT:
                 raise ValueError(f"login secret of {len(data)} bytes")
             out += len(data).to_bytes(2, "big") + data
@@ -78,19 +83,21 @@ class LoginSecrets:
 
     @classmethod
     def parse(cls, data: bytes) -> LoginSecrets:
-        texts: list[str] = []
+        fields: list[bytes] = []
         pos = 0
-        for _ in range(2):
+        # (Two fields from a server that issues no tickets, four otherwise.)
+        while pos < len(data) and len(fields) < 4:
             if pos + 2 > len(data):
                 raise StunDecodeError("login secrets truncated")
             size = int.from_bytes(data[pos : pos + 2], "big")
             if size > MAX_SECRET_TEXT or pos + 2 + size > len(data):
                 raise StunDecodeError("login secret too long or truncated")
-            try:
-                texts.append(data[pos + 2 : pos + 2 + size].decode())
-            except UnicodeDecodeError:
-                raise StunDecodeError("login secret is not UTF-8") from None
+            fields.append(data[pos + 2 : pos + 2 + size])
             pos += 2 + size
-        if pos != len(data):
-            raise StunDecodeError("trailing bytes after the login secrets")
-        return cls(texts[0], texts[1])
+        if pos != len(data) or len(fields) not in (2, 4):
+            raise StunDecodeError("login secrets of the wrong shape")
+        try:
+            username, password = fields[0].decode(), fields[1].decode()
+        except UnicodeDecodeError:
+            raise StunDecodeError("login secret is not UTF-8") from None
+        return cls(username, password, *fields[2:])

@@ -55,6 +55,8 @@ class RvAttr(IntEnum):
     RELAYED_ENDPOINT = 0x7F13  # REFRESH: my relay allocation; introductions: the other's
     SERVER_KEY = 0x7F14  # LOGIN challenge: the server's static X25519 key (Noise IK's <- s)
     HANDSHAKE = 0x7F15  # LOGIN: Noise IK message 1 (request) or 2 (answer)
+    TICKET = 0x7F16  # resumed LOGIN: a ticket a full login's message 2 brought (opaque)
+    SEALED = 0x7F17  # resumed LOGIN answer: the login's secrets, encrypted
 
 
 _ADDRESS = address_codec(xor=True)
@@ -78,6 +80,8 @@ RV_CODECS = with_codecs(
         RvAttr.RELAYED_ENDPOINT: _ADDRESS,
         RvAttr.SERVER_KEY: raw_codec(32),
         RvAttr.HANDSHAKE: raw_codec(),
+        RvAttr.TICKET: raw_codec(),
+        RvAttr.SEALED: raw_codec(),
     },
 )
 
@@ -110,6 +114,7 @@ class ErrorCodes:
     FORBIDDEN = 403  # the name belongs to another key
     NOT_FOUND = 404  # unknown or offline peer
     STALE = 438  # challenge expired or already used
+    TICKET_REFUSED = 430  # a resumed login's ticket is no good: log in with a handshake
     BAD_REQUEST = 400
     SERVER_ERROR = 500  # the server could not record the login (its database failed)
     TRY_LATER = 503  # server full

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -25,6 +26,7 @@ from peer.known_peers import NAME_RULE, KnownPeers, KnownPeersError
 from rendezvous.adapters.server import RendezvousServer
 from rendezvous.binding import StunServiceConfig
 from rendezvous.login import LoginChecker
+from rendezvous.tickets import Tickets
 from rvproto.messages import RvAttr, RvMethod, rv_message
 from stunproto import MessageClass
 from stunproto.attributes import Address
@@ -309,7 +311,9 @@ def test_the_server_says_its_rule_too() -> None:
         new_transaction_id(),
         ((RvAttr.PEER_NAME, "a" * 100), (RvAttr.PUBLIC_KEY, bytes(32))),
     )
-    checker = LoginChecker(b"secret", 30.0, X25519PrivateKey.generate())
+    static = bytes(32)
+    tickets = Tickets(static, epoch=0, lifetime=60.0, wall_offset=0.0, random_bytes=os.urandom)
+    checker = LoginChecker(b"secret", 30.0, X25519PrivateKey.from_private_bytes(static), tickets)
     refusal = checker.check(login, ("127.0.0.1", 5000), 0.0)
     assert (
         getattr(refusal, "reason", None)

@@ -201,6 +201,20 @@ def test_a_restarted_server_is_logged_in_to_again() -> None:
     assert isinstance(again, Offline) and within_jitter(again.retry_in, 1.0)
 
 
+def test_a_restarted_server_with_the_same_key_is_logged_in_to_with_the_ticket() -> None:
+    link = Link()
+    link.login()
+    client = link.agent.rendezvous
+    assert client.ticket is not None and not client.resumed
+    link.core = fresh_core(seed=6)  # restarted, same key file: it has forgotten everyone
+    link.run_until(link.now + REFRESH, stop=link.saw(Offline))
+    link.run_until(link.now + 1.3)
+    assert link.state() is LoginState.LOGGED_IN and client.resumed  # no Diffie-Hellman
+    assert link.of(Online) and not link.of(LoginFailed)
+    registration = link.core.introductions.online("alice", link.now)
+    assert registration is not None and registration.session_key == client.session_key
+
+
 def test_a_server_that_is_down_is_tried_ever_more_slowly_and_reported_once() -> None:
     link = Link()
     link.login()

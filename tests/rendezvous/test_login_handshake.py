@@ -7,6 +7,8 @@ import struct
 import zlib
 from collections.abc import Callable
 
+import pytest
+
 from peer.events import Introduced, LoggedIn, LoginFailed
 from peer.identity import Identity
 from peer.rendezvous_client import RendezvousClient, RendezvousClientConfig
@@ -37,24 +39,40 @@ def test_no_secret_travels_in_clear() -> None:
     client = wire.client("alice", Identity.generate(), ALICE_AT)
     client.login(0.0)
     wire.run()
-    (logged,) = [e for e in events(client) if isinstance(e, LoggedIn)]
+    logins = [e for e in events(client) if isinstance(e, LoggedIn)]
+    # Then a resumed login (the ticket the first brought): its secrets stay hidden too.
+    wire.now = 1.0
+    client.login(wire.now)
+    wire.run()
+    logins += [e for e in events(client) if isinstance(e, LoggedIn)]
+    assert len(logins) == 2 and client.resumed
     registration = service.online("alice", wire.now)
     assert registration is not None and client.session_key == registration.session_key
     seen = b"".join([data for data, _ in wire.captured] + [t.data for t in wire.sent])
     assert registration.session_key not in seen
-    # The TURN credentials reached the peer, inside the handshake only.
-    turn = logged.turn
-    assert turn is not None and turn.password and turn.password.encode() not in seen
+    assert client.ticket is not None and client.ticket.secret not in seen
+    assert client.ticket.ticket not in seen  # (the next ticket: not shown yet)
+    # The TURN credentials reached the peer, inside the handshake or sealed only.
+    for logged in logins:
+        turn = logged.turn
+        assert turn is not None and turn.password and turn.password.encode() not in seen
 
 
-def test_an_eavesdropper_cannot_forge_an_introduction() -> None:
+@pytest.mark.parametrize("resumed", [False, True])
+def test_an_eavesdropper_cannot_forge_an_introduction(resumed: bool) -> None:
     # The assessment's attack: whoever saw a login sent the peer an introduction under a
     # name it chose, with its own key, authenticated with the SESSION-KEY it had read. Now
-    # no 16 bytes of anything on the wire authenticate a message to the peer.
+    # no 16 bytes of anything on the wire authenticate a message to the peer, after a
+    # resumed login (its ticket in clear) as after a full one.
     service = make_service(**TURN)
     wire = Wire(service)
     alice = logged_in(wire, "alice", Identity.generate(), ALICE_AT)
     logged_in(wire, "bob", Identity.generate(), BOB_AT)
+    if resumed:
+        wire.now = 1.0
+        alice.login(wire.now)
+        wire.run()
+        assert alice.resumed and any(isinstance(e, LoggedIn) for e in events(alice))
     alice.connect("bob", wire.now)
     wire.run()
     genuine = [e for e in events(alice) if isinstance(e, Introduced)]
