@@ -39,9 +39,10 @@ from peer.tunnel.specs import (
     parse_service,
     parse_target,
     parse_users,
+    port_number,
 )
 
-COMMANDS = ("expose", "forward", "socks")
+COMMANDS = ("expose", "forward", "socks", "publish")
 
 
 def _spec(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -111,6 +112,23 @@ def add_tunnel_commands(
         help="USER:PASSWORD lines: require one of them from every client",
     )  # fmt: skip
     add_peer_options(socks)
+    publish = commands.add_parser(
+        "publish",
+        help="have the rendezvous open a public port for a local service (like frp, ngrok)",
+        description=(
+            "Log in and ask the rendezvous's gateway (rendezvous --publish-ports) to open "
+            "each --public-port (the n-th for the n-th SERVICE, NAME=HOST:PORT[/udp]); any "
+            "outside host reaching it is carried to SERVICE over an encrypted connection to "
+            "the gateway. The port closes when this stops; a lost connection is made "
+            "again and the ports published again. Runs until interrupted."
+        ),
+    )
+    publish.add_argument("services", nargs="+", type=_spec(parse_service), metavar="SERVICE")
+    publish.add_argument(
+        "--public-port", action="append", required=True, type=_spec(public_port),
+        metavar="PORT", help="the public port for each SERVICE, in order (repeat)",
+    )  # fmt: skip
+    add_peer_options(publish)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +143,7 @@ class TunnelOptions:
     target: TargetSpec | None = None  # forward
     via: str | None = None  # socks
     credentials: dict[str, str] | None = None
+    public_ports: tuple[int, ...] = ()  # publish
 
 
 def tunnel_options(args: argparse.Namespace, settings: PeerSettings) -> TunnelOptions:
@@ -136,6 +155,15 @@ def tunnel_options(args: argparse.Namespace, settings: PeerSettings) -> TunnelOp
             allow=tuple(args.allow),
             exit=args.exit,
             exit_private=args.exit_private,
+        )
+    if args.command == "publish":
+        if len(args.public_port) != len(args.services):
+            raise TunnelSpecError("give one --public-port for each SERVICE")
+        return TunnelOptions(
+            peer=settings,
+            json=args.json,
+            services=tuple(args.services),
+            public_ports=tuple(args.public_port),
         )
     if args.command == "socks":
         credentials = None
@@ -175,7 +203,33 @@ class Reporter:
 def run_tunnel(options: TunnelOptions) -> Coroutine[Any, Any, int]:
     if options.listen is not None:
         return _run_listener(options)
+    if options.public_ports:
+        return _run_publish(options)
     return _run_expose(options)
+
+
+def public_port(text: str) -> int:
+    return port_number(text, what=f"public port {text!r}")
+
+
+async def _run_publish(options: TunnelOptions) -> int:
+    out = Reporter(options.json)
+    pairs = list(zip(options.services, options.public_ports, strict=True))
+    try:
+        async with _open(options.peer) as me:
+            _online(me, out)
+            watching = asyncio.ensure_future(_watch_paths(me, out))
+            try:
+                await me.publish(pairs, on_event=out.tunnel)
+            except PeerError as exc:
+                out.line("error", f"peer: {exc}", reason=str(exc))
+                return 1
+            finally:
+                watching.cancel()
+    except asyncio.CancelledError:
+        out.line("stopped", "stopped")
+        return 0
+    return 0
 
 
 def _open(settings: PeerSettings) -> Peer:

@@ -22,6 +22,13 @@ from rendezvous.adapters.server import RendezvousServer
 from rendezvous.binding import StunServiceConfig
 from rendezvous.errors import ConfigError
 from rendezvous.fd_limit import raise_fd_limit
+from rendezvous.gateway import (
+    Publishing,
+    add_publish_arguments,
+    gateway_beside,
+    publishing_from,
+    reserve_gateway_name,
+)
 from rendezvous.introductions import RendezvousConfig
 from rendezvous.quotas import QuotaConfig
 from rendezvous.ratelimit import RateLimit
@@ -198,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1000,
         help="relay allocations held at once (default %(default)s)",
     )
+    add_publish_arguments(parser)
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.add_argument("--json-logs", action="store_true", default=None, help="force JSON logs")
     parser.add_argument(
@@ -269,7 +277,7 @@ def key_main(argv: Sequence[str]) -> int:
 
 
 async def _serve(
-    config: RendezvousConfig, db: str, turn: TurnConfig | None, name_ttl_days: float
+    config: RendezvousConfig, db: str, turn: TurnConfig | None, ttl_days: float, pub: Publishing
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -277,7 +285,7 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     if db != ":memory:":
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    registry = NameRegistry(db, name_ttl=name_ttl_days * 86400)
+    registry = NameRegistry(db, name_ttl=ttl_days * 86400)
     if config.server_key is not None:  # (what peers pin, or take as --server-key)
         structlog.get_logger().info(
             "server_key",
@@ -285,7 +293,11 @@ async def _serve(
             fingerprint=server_key.fingerprint(config.server_key),
         )
     try:
-        async with RendezvousServer(config, registry, turn=turn):
+        reserve_gateway_name(registry, pub)
+        async with (
+            RendezvousServer(config, registry, turn=turn),
+            gateway_beside(pub, config.stun.primary, config.server_key),
+        ):
             await stop.wait()
     finally:
         registry.close()
@@ -365,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         turn = raise_fd_limit(turn)
         private = server_key.load_or_create(args.key_file)
         config = replace(config, server_key=private)
+        publishing = publishing_from(args)
     except ConfigError as exc:
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 2
@@ -375,8 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(_serve(config, args.db, turn, args.name_ttl_days))
-    except RegistryError as exc:  # checked at start: a bad --db never serves "healthy"
+            runner.run(_serve(config, args.db, turn, args.name_ttl_days, publishing))
+    except (RegistryError, ConfigError) as exc:  # (a bad --db never serves "healthy")
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

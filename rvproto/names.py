@@ -19,9 +19,20 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["MAX_NAME_BYTES", "NAME_RULE", "InvalidName", "canonical_name", "is_canonical"]
+__all__ = [
+    "GATEWAY_NAME",
+    "MAX_NAME_BYTES",
+    "NAME_RULE",
+    "InvalidName",
+    "canonical_name",
+    "is_canonical",
+]
 
 MAX_NAME_BYTES = 64
+# The name of the rendezvous's own publish gateway (a peer inside the server process that
+# carries outside connections to publishing peers): the server claims it for the gateway's
+# key at every start, so that no one else can log in under it.
+GATEWAY_NAME = "rendezvous.gateway"
 NAME_RULE = (
     f"a peer name is 1 to {MAX_NAME_BYTES} bytes of letters, digits, '-', '_' and '.', "
     "starting with a letter or digit, in one script (case does not matter)"

@@ -65,6 +65,11 @@ class Exposer:
             self._emit(TunnelRefused(Side.EXPOSE, next(self._ids), peer, "*", reason))
         return reason
 
+    async def serve(self, connection: Connection) -> None:
+        """Serve the streams of one connection until it ends (``run`` does this for each
+        connection it takes; a publisher, for the one it made to the gateway)."""
+        await self._serve_connection(connection)
+
     async def _serve_connection(self, connection: Connection) -> None:
         flows = ExposedFlows(connection, self.policy.config.udp_idle_timeout)
         try:

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 from collections.abc import Callable
 
+from peer.adapters.accept_queue import ConnectionRefused
 from peer.adapters.connection import Connection, Stream
 from peer.adapters.tunnel_links import TunnelLinks
 from peer.adapters.tunnel_pipe import (
@@ -45,6 +46,21 @@ async def open_tunnel_stream(
     return stream, reply
 
 
+async def answer_of(
+    connection: Connection, reply_of: Callable[[], asyncio.Future[OpenReply]]
+) -> OpenReply:
+    """The reply to a first request on a new connection. A peer that refuses us closes
+    the connection, and that close can overtake ``connect``'s answer: then this raises
+    ConnectionRefused with the peer's reason, as ``connect`` would have."""
+    try:
+        return await reply_of()
+    except PeerError:
+        closed, prefix = connection.closed or "", f"closed by {connection.peer}: "
+        if closed.startswith(prefix):
+            raise ConnectionRefused(connection.peer, closed.removeprefix(prefix)) from None
+        raise
+
+
 async def _reply(stream: Stream) -> OpenReply:
     return OpenReply.parse(await read_header(stream, REPLY_TIMEOUT, "reply from the peer"))
 
@@ -55,7 +71,7 @@ async def lookup(connection: Connection, service: str, *, exit: bool = False) ->
     kind = RequestKind.LOOKUP_EXIT if exit else RequestKind.LOOKUP
     stream, reply_of = await open_tunnel_stream(connection, OpenRequest(kind, service))
     try:
-        reply = await reply_of()
+        reply = await answer_of(connection, reply_of)
     finally:
         stream.forget()
     if not reply.ok:

@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, cast
 
 from peer.adapters.tunnel_expose import Exposer
 from peer.adapters.tunnel_forward import Forward
+from peer.adapters.tunnel_gateway import Gateway
 from peer.adapters.tunnel_links import TunnelLinks
+from peer.adapters.tunnel_publish import publish_until_cancelled
 from peer.adapters.tunnel_socks import SocksServer
 from peer.errors import LocalProtocolError
 from peer.tunnel.events import EventSink, ignore
 from peer.tunnel.policy import ExposeConfig, ExposePolicy
+from peer.tunnel.publishing import PublishConfig
 from peer.tunnel.specs import (
     ListenSpec,
     ServiceSpec,
@@ -34,7 +37,7 @@ from peer.tunnel.specs import (
     parse_service,
     parse_target,
 )
-from rvproto.names import InvalidName, canonical_name
+from rvproto.names import GATEWAY_NAME, InvalidName, canonical_name
 
 if TYPE_CHECKING:
     from peer.adapters.peer import Peer
@@ -135,6 +138,32 @@ class TunnelsMixin:
             await server.aclose()
             raise
         return server
+
+    async def publish(
+        self,
+        publications: Iterable[tuple[ServiceSpec | str, int]],
+        *,
+        on_event: EventSink = ignore,
+        retry: bool = True,
+    ) -> None:
+        """Have the rendezvous's gateway open each public port (service, port) and carry
+        outside connections to the service, until cancelled. If the connection to the
+        gateway ends, reconnect and publish again (``retry``); a refusal raises."""
+        pairs = [(_service(service), port) for service, port in publications]
+        if not pairs:
+            raise LocalProtocolError("nothing to publish")
+        config = ExposeConfig(
+            services=tuple(service for service, _ in pairs), allow=frozenset({GATEWAY_NAME})
+        )
+        me = cast("Peer", self)
+        await publish_until_cancelled(
+            me, ExposePolicy(config), pairs, self.tunnel_links(), on_event, retry=retry
+        )
+
+    async def gateway(self, config: PublishConfig, *, on_event: EventSink = ignore) -> None:
+        """Be the rendezvous's publish gateway until cancelled (rendezvous --publish-ports
+        runs this for the server; peer.adapters.tunnel_gateway)."""
+        await Gateway(cast("Peer", self), config, on_event, self.tunnel_links()).run()
 
 
 def _service(spec: ServiceSpec | str) -> ServiceSpec:

@@ -76,14 +76,6 @@ class TunnelRefused:
         return f"tunnel {self.tunnel} refused: {self.peer}:{self.service}: {self.reason}"
 
 
-TunnelEvent = TunnelOpened | TunnelClosed | TunnelRefused
-EventSink = Callable[[TunnelEvent], None]
-
-
-def ignore(event: TunnelEvent) -> None:
-    """The default sink: events are for whoever asks for them."""
-
-
 def _common(event: TunnelOpened | TunnelClosed | TunnelRefused) -> dict[str, Any]:
     return {
         "side": event.side.value,
@@ -91,3 +83,34 @@ def _common(event: TunnelOpened | TunnelClosed | TunnelRefused) -> dict[str, Any
         "peer": event.peer,
         "service": event.service,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The gateway opened a public port for one of our services (or closed it again,
+    ``open`` False, when the connection to it ended)."""
+
+    service: str
+    port: int
+    protocol: str
+    public: str  # HOST:PORT outside hosts connect to
+    open: bool = True
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        kind = "published" if self.open else "unpublished"
+        fields = {"service": self.service, "port": self.port, "protocol": self.protocol}
+        return {"event": kind, **fields, "public": self.public, "reason": self.reason}
+
+    def __str__(self) -> str:
+        if self.open:
+            return f"published {self.service} at {self.public} ({self.protocol})"
+        return f"unpublished {self.service} at {self.public}: {self.reason}"
+
+
+TunnelEvent = TunnelOpened | TunnelClosed | TunnelRefused | Published
+EventSink = Callable[[TunnelEvent], None]
+
+
+def ignore(event: TunnelEvent) -> None:
+    """The default sink: events are for whoever asks for them."""

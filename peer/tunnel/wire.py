@@ -13,7 +13,9 @@ is the stream's end, a TCP reset the stream's reset), otherwise it ends::
 bytes are the host, an IP literal or a DNS name resolved at the exit, and the port) or
 LOOKUP (a forward starting: is the service there for me, and is it "tcp" or "udp", the
 OK reply's reason; the stream then ends) or LOOKUP_EXIT (a SOCKS server starting: may I
-use this peer as an exit).
+use this peer as an exit) or PUBLISH (to the rendezvous's gateway: open public port
+``port`` for my service ``name``; the stream stays open while the port is, and the
+gateway then opens a SERVICE stream to the publisher per outside connection).
 
 A UDP flow's datagrams are ``u32 flow | payload`` in a channel datagram, the flow being
 the stream's id; one too large for a datagram goes on the flow's stream instead, framed
@@ -51,6 +53,7 @@ class RequestKind(IntEnum):
     CONNECT = 2  # the SOCKS exit: any host and port the exit's rules allow
     LOOKUP = 3  # does the service exist for me, and is it TCP or UDP (the reply's reason)
     LOOKUP_EXIT = 4  # may I use this peer as a SOCKS exit (the name is "exit")
+    PUBLISH = 5  # to the rendezvous's gateway: open public ``port`` for my service ``name``
 
 
 class OpenStatus(IntEnum):
@@ -65,6 +68,7 @@ class OpenStatus(IntEnum):
     FORBIDDEN_TARGET = 6  # the exit refuses that address (loopback, private networks...)
     BAD_REQUEST = 7
     FAILED = 8  # anything else on the exposing side (out of descriptors, ...)
+    PORT_TAKEN = 9  # a public port another peer publishes, or the system uses
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +106,8 @@ class OpenRequest:
             name = body[_REQUEST_HEAD.size :].decode()
         except (ValueError, KeyError, UnicodeDecodeError):
             raise TunnelDecodeError("malformed tunnel request") from None
-        if request_kind is RequestKind.CONNECT and port == 0:
-            raise TunnelDecodeError("tunnel CONNECT to port 0")
+        if request_kind in (RequestKind.CONNECT, RequestKind.PUBLISH) and port == 0:
+            raise TunnelDecodeError(f"tunnel {request_kind.name} with port 0")
         return cls(request_kind, name, port, transport)
 
 

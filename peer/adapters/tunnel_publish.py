@@ -1,0 +1,93 @@
+"""asyncio adapter: the publishing side (``peer publish``, ``Peer.publish``). The peer
+connects to the rendezvous's gateway (peer.adapters.tunnel_gateway), asks for each public
+port on a PUBLISH stream it keeps open, then serves the gateway's streams as an exposer
+that allows the gateway alone. When the connection ends (the gateway restarted, the
+network moved), the ports are closed by the gateway; it reconnects and publishes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import structlog
+
+from peer.adapters.accept_queue import ConnectionRefused
+from peer.adapters.connection import Connection, Stream
+from peer.adapters.tunnel_expose import Exposer
+from peer.adapters.tunnel_forward import answer_of, open_tunnel_stream
+from peer.adapters.tunnel_links import TunnelLinks
+from peer.adapters.tunnel_pipe import TunnelRefusedError
+from peer.errors import PeerError
+from peer.tunnel.events import EventSink, Published
+from peer.tunnel.policy import ExposePolicy
+from peer.tunnel.specs import ServiceSpec
+from peer.tunnel.wire import OpenRequest, OpenStatus, RequestKind
+from rvproto.names import GATEWAY_NAME
+
+if TYPE_CHECKING:
+    from peer.adapters.peer import Peer
+
+log = structlog.get_logger()
+
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0
+
+
+async def publish_until_cancelled(
+    me: Peer,
+    policy: ExposePolicy,
+    pairs: list[tuple[ServiceSpec, int]],
+    links: TunnelLinks,
+    emit: EventSink,
+    *,
+    retry: bool,
+) -> None:
+    exposer = Exposer(me, policy, emit, links)
+    delay = RETRY_FIRST
+    while True:
+        try:
+            connection = await links.get(GATEWAY_NAME)
+            published = await _publish_all(connection, pairs, emit)
+        except (TunnelRefusedError, ConnectionRefused):
+            raise  # (not allowed, a port taken: trying again changes nothing)
+        except PeerError as exc:
+            if not retry:
+                raise
+            log.warning("gateway_unreachable", reason=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+            continue
+        delay = RETRY_FIRST
+        try:
+            await exposer.serve(connection)
+        finally:
+            reason = connection.closed or "stopped"
+            for (service, _), (public, stream) in zip(pairs, published, strict=True):
+                stream.forget()
+                emit(_event(service, public, open=False, reason=reason))
+        if not retry:
+            raise PeerError(f"the gateway closed the connection: {connection.closed}")
+
+
+async def _publish_all(
+    connection: Connection, pairs: list[tuple[ServiceSpec, int]], emit: EventSink
+) -> list[tuple[str, Stream]]:
+    """Each public port opened, or TunnelRefusedError for the first the gateway refuses
+    (a port taken, outside the range, a peer not allowed to publish)."""
+    published: list[tuple[str, Stream]] = []
+    for service, port in pairs:
+        request = OpenRequest(RequestKind.PUBLISH, service.name, port, service.protocol)
+        stream, reply_of = await open_tunnel_stream(connection, request)
+        reply = await answer_of(connection, reply_of)
+        if reply.status is not OpenStatus.OK:
+            raise TunnelRefusedError(
+                f"the server refused public {service.protocol.value} port {port}: {reply.reason}"
+            )
+        published.append((reply.reason, stream))
+        emit(_event(service, reply.reason))
+    return published
+
+
+def _event(service: ServiceSpec, public: str, *, open: bool = True, reason: str = "") -> Published:
+    port = int(public.rpartition(":")[2] or 0)
+    return Published(service.name, port, service.protocol.value, public, open, reason)
