@@ -4,8 +4,9 @@
     peer forward 8022 bob:ssh --server S --name alice       # then: ssh -p 8022 localhost
     peer socks 1080 --via bob --server S --name alice       # bob needs `expose --exit`
 
-One status line per event on stderr (``online``, ``listening``, ``tunnel_open``,
-``tunnel_closed`` with the bytes each way, ``refused`` with the reason, ``path``); with
+One status line per event on stderr (``online``, ``listening``, ``connected`` with the
+path, ``tunnel_open``, ``tunnel_closed`` with the bytes each way, ``refused`` with the
+reason, ``path`` when it changes, ``published``); with
 ``--json`` one JSON object per line on stdout instead. Ctrl-C or SIGTERM stops the
 command, tells the peers, and exits 0: stopping is a server's normal end.
 """
@@ -26,7 +27,7 @@ from peer.adapters.tunnel_forward import Forward
 from peer.adapters.tunnel_socks import SocksServer
 from peer.chat_output import shown
 from peer.errors import PeerError
-from peer.events import PathChanged
+from peer.events import Connected, PathChanged
 from peer.transfer_cli import PeerSettings, online_line
 from peer.tunnel.events import TunnelEvent
 from peer.tunnel.specs import (
@@ -248,10 +249,22 @@ def _online(me: Peer, out: Reporter) -> None:
 
 
 async def _watch_paths(me: Peer, out: Reporter) -> None:
-    """A tunnel's peer connection moving between the direct path and the relay."""
+    """A tunnel's peer connection coming up, and moving between the direct path and the
+    relay."""
     while True:
         event = await me.events.get()
-        if isinstance(event, PathChanged):
+        if isinstance(event, Connected):
+            remote = f"{event.remote[0]}:{event.remote[1]}"
+            out.line(
+                "connected",
+                f"connected to {event.peer} over {event.path} ({remote}) in "
+                f"{event.elapsed * 1000:.1f} ms",
+                peer=event.peer,
+                path=str(event.path),
+                remote=remote,
+                ms=round(event.elapsed * 1000, 1),
+            )
+        elif isinstance(event, PathChanged):
             remote = f"{event.remote[0]}:{event.remote[1]}"
             out.line(
                 "path",
