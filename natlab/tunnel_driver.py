@@ -26,8 +26,8 @@ object per line on stdout, every wait with a deadline:
                        byte, wait for the echo; {"event": "result", "connect_ms",
                        "first_byte_ms"} (per connection).
   many IP PORT         ``--count`` connections at once, each sends ``--bytes`` and its end,
-                       reads the echo to its end; {"event": "result", "ok", "failed",
-                       "errors", "seconds"}.
+                       reads the echo to its end (``--timeout`` each); {"event": "result",
+                       "ok", "failed", "errors", "seconds"}.
 """
 
 from __future__ import annotations
@@ -296,19 +296,19 @@ async def many(ip: str, port: int, count: int, size: int, timeout: float) -> Non
 
     async def one() -> bool:
         try:
-            reader, writer = await asyncio.open_connection(ip, port)
-            writer.write(payload)
-            writer.write_eof()
-            echoed = await reader.read(-1)
-            writer.close()
-            return echoed == payload
-        except OSError as exc:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(ip, port)
+                writer.write(payload)
+                writer.write_eof()
+                echoed = await reader.read(-1)
+                writer.close()
+                return echoed == payload
+        except (OSError, TimeoutError) as exc:
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
             return False
 
     started = time.monotonic()
-    async with asyncio.timeout(timeout):
-        results = await asyncio.gather(*(one() for _ in range(count)))
+    results = await asyncio.gather(*(one() for _ in range(count)))
     ok = sum(results)
     emit("result", ok=ok, failed=count - ok, errors=errors, seconds=time.monotonic() - started)
 

@@ -1,8 +1,8 @@
 """Tunnels behind real NATs: bob runs ``peer expose web=... --allow alice`` behind one NAT,
 alice ``peer forward`` behind another; an HTTP download of 50 MB through the forward
-arrives whole over the direct path, over the relay, and across a direct -> relay ->
-direct switch in its middle; a UDP service answers through a UDP forward; carol, not
-allowed, is refused on both sides."""
+arrives whole over the direct path, over the relay (the connected line on each side
+says which), and across a direct -> relay -> direct switch in its middle; a UDP service
+answers through a UDP forward; carol, not allowed, is refused on both sides."""
 
 from __future__ import annotations
 
@@ -131,12 +131,15 @@ def test_50_megabytes_through_a_forward(
     # Symmetric NATs on both sides: punching fails, the peers' connection is relayed.
     lab = lab_factory(Lab.two_nats, a=spec, b=spec)
     with web_tunnel(lab, tmp_path) as tunnel:
+        connected = tunnel.alice.next("connected", timeout=30)
+        assert connected["peer"] == "bob" and connected["path"] == path, connected
+        accepted = tunnel.bob.next("connected", timeout=30)
+        assert accepted["peer"] == "alice" and accepted["path"] == path, accepted
         before = rx_bytes(lab.server)
         check_whole(tunnel, download(tunnel))
         through_the_server = rx_bytes(lab.server) - before
-    # The forward's CLI does not say which path its connection came up on (only later
-    # path changes are printed), so the path is seen where it works: over the relay every
-    # byte of the download reaches the server host; directly, next to nothing does.
+    # And where it shows: over the relay every byte of the download reaches the server
+    # host; directly, next to nothing does.
     if path == "relay":
         assert through_the_server > SIZE, through_the_server
     else:
@@ -172,6 +175,8 @@ def test_a_download_goes_on_across_direct_relay_direct(
         # Paced (1 MB/s) while the paths change, so that it is still going on after both.
         tool(lab.hosts["a"], "fetch", url, "--rate", "1", "--timeout", "30") as (fetch, fetched),
     ):
+        assert tunnel.alice.next("connected", timeout=30)["path"] == "direct"
+        assert tunnel.bob.next("connected", timeout=30)["path"] == "direct"
         done = progress_beyond(fetched, 2 * 1024 * 1024)
         # The direct path dies (as in tests/lab/test_relay.py): alice's NAT reboots (its
         # mappings gone) and loses its route to bob's NAT for a while.
