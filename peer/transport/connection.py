@@ -92,8 +92,11 @@ class TransportConnection(PacketReceiver):
 
     @property
     def stalled_since(self) -> float | None:
-        """Since when something ack-eliciting has waited for an answer (None: nothing)."""
-        return self._waiting_since
+        """Since when something ack-eliciting has waited for an answer (None: nothing).
+        Packets declared lost wait for nothing: when loss detection empties the flight
+        (the lost ones carried only a PING or an ACK_FREQUENCY, nothing to resend), no
+        answer is owed, and an idle connection must not be called gone 8 s later."""
+        return self._waiting_since if self._recovery.bytes_in_flight else None
 
     # ------------------------------------------------------------------ streams
 

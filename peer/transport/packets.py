@@ -205,10 +205,13 @@ class PacketBuilder(ABC):
             self._probes -= 1
         self._next_number = number + 1
         packet = b"".join(parts)
+        idle = not self._recovery.bytes_in_flight
         self._recovery.on_packet_sent(
             number, len(packet), now, ack_eliciting=eliciting, in_flight=eliciting, token=records
         )
-        if eliciting and self._waiting_since is None:
+        # The wait for an answer starts with the first packet that asks for one while
+        # nothing else does (what was in flight may have been declared lost meanwhile).
+        if eliciting and (self._waiting_since is None or idle):
             self._waiting_since = now
         return packet
 

@@ -339,10 +339,15 @@ class Recovery:
         return rtt.smoothed_rtt + max(4 * rtt.rttvar, config.granularity) + self.peer_ack_delay
 
     def pto_deadline(self) -> float | None:
-        """When the probe timeout fires (6.2.1), doubling with each unanswered one."""
+        """When the probe timeout fires (6.2.1), doubling with each unanswered one, up to
+        max_pto_interval (or one base timeout, if that is longer)."""
         if not self._eliciting_in_flight:
             return None
-        return self._last_eliciting_time + self._pto_base() * (1 << min(self.pto_count, 16))
+        base = self._pto_base()
+        interval = min(
+            base * (1 << min(self.pto_count, 16)), max(base, self.config.max_pto_interval)
+        )
+        return self._last_eliciting_time + interval
 
     def get_timer(self) -> float | None:
         if self._loss_time is not None:

@@ -27,6 +27,12 @@ class RecoveryConfig:
     congestion: CongestionKind = CongestionKind.CUBIC
     pacing: bool = True
     probes: int = 2  # packets sent when a probe timeout fires (RFC 9002 6.2.4: 1 or 2)
+    # The probe timeout doubles with each unanswered one (RFC 9002 6.2.1), but never past
+    # this (unless one base timeout is longer): the session gives up after 8 s with nothing
+    # acknowledged, and a path losing a fifth of its packets must get several probes
+    # through in that time, not three (0.4 + 0.8 + 1.6 + 3.2 s), or one bad run of
+    # losses ends a healthy connection.
+    max_pto_interval: float = 1.0
     # Random loss is not congestion (wireless, a lossy relay hop): a loss reduces the
     # window only when the round trip shows a queue (the latest RTT above the minimum by
     # a quarter, and at least queue_delay), or when a round trip lost more than it
@@ -62,7 +68,7 @@ class RecoveryConfig:
             raise LocalProtocolError("minimum_window_packets must be <= initial_window_packets")
         if self.probes > 2:
             raise LocalProtocolError("probes must be 1 or 2 (RFC 9002 6.2.4)")
-        for name in ("initial_rtt", "granularity"):
+        for name in ("initial_rtt", "granularity", "max_pto_interval"):
             if not 0 < getattr(self, name) < math.inf:
                 raise LocalProtocolError(f"{name} must be a positive number of seconds")
         if not 0 <= self.max_ack_delay < math.inf:

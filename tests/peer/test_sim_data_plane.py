@@ -134,3 +134,35 @@ def _kill(world: World, name: str) -> None:
     host = world.net.hosts[name]
     for sock in list(host._sockets.values()):
         world.net.unbind(sock.app)
+
+
+def _lossy_exchange_then_idle(seed: int) -> list[str]:
+    """100 messages each way at 10% loss on each NAT (about 19% between the peers, as in
+    the lab's robustness test), then 12 s of silence: the closes that happened."""
+    world = build_world("port-restricted-cone", "restricted-cone", loss=10, seed=seed)
+    _connected_plain(world)
+    to_bob = world.a.agent.sessions["bob"].transport
+    to_alice = world.b.agent.sessions["alice"].transport
+    for i in range(100):
+        to_bob.send_message(b"a%d" % i)
+        to_alice.send_message(b"b%d" % i)
+    world.net.wake()
+
+    def count(kind: type) -> int:
+        return sum(isinstance(e, kind) for p in (world.a, world.b) for e in p.poll())
+
+    assert world.net.run_until(
+        lambda: count(SessionClosed) > 0 or count(MessageReceived) == 200, timeout=60
+    )
+    world.net.run_until(lambda: count(SessionClosed) > 0, timeout=12)
+    return [e.reason for p in (world.a, world.b) for e in p.poll() if isinstance(e, SessionClosed)]
+
+
+def test_a_lossy_exchange_then_silence_never_ends_a_live_session() -> None:
+    # A flight whose last packets were declared lost (a PING, an ACK_FREQUENCY: nothing to
+    # resend) used to keep "waiting for an answer" with nothing in flight, and 8 s later
+    # the session was called gone (5 of these 40 seeds did).
+    closes = {
+        seed: reasons for seed in range(1, 41) if (reasons := _lossy_exchange_then_idle(seed))
+    }
+    assert closes == {}

@@ -4,6 +4,7 @@ time. Tokens are the packet numbers themselves, so what comes back is easy to na
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -129,7 +130,7 @@ def test_time_threshold_loss_through_the_loss_timer() -> None:
 
 
 def test_pto_fires_backs_off_doubling_and_asks_for_probes() -> None:
-    recovery = Recovery(STRICT)
+    recovery = Recovery(replace(STRICT, max_pto_interval=60.0))
     _send(recovery, [0], 0.0)
     pto = _pto(recovery)
     assert recovery.get_timer() == pytest.approx(pto)
@@ -144,6 +145,29 @@ def test_pto_fires_backs_off_doubling_and_asks_for_probes() -> None:
     assert recovery.get_timer() == pytest.approx(pto + 4 * pto)
     recovery.on_ack_received([(1, 1)], 0.0, 3.5 * pto)  # an acknowledgement resets it
     assert recovery.pto_count == 0
+
+
+def test_pto_backoff_stops_at_max_pto_interval_so_a_stall_gets_probed_often() -> None:
+    recovery = Recovery(replace(STRICT, max_pto_interval=1.0))
+    _send(recovery, [0], 0.0)
+    pto = _pto(recovery)
+    assert pto < 1.0 < 4 * pto  # (the cap bites at the third timeout)
+    fired, number = [], 1
+    while (deadline := recovery.get_timer()) is not None and deadline < 8.0:
+        assert recovery.on_timer(deadline) == ([], 2)
+        fired.append(deadline)
+        _send(recovery, [number], deadline)  # the probe, lost too
+        number += 1
+    gaps = [later - earlier for earlier, later in zip([0.0, *fired], fired, strict=False)]
+    assert gaps[:2] == [pytest.approx(pto), pytest.approx(2 * pto)]
+    assert all(gap == pytest.approx(1.0) for gap in gaps[2:]) and len(gaps) >= 8
+
+
+def test_a_base_timeout_longer_than_the_cap_is_kept() -> None:
+    recovery = Recovery(replace(STRICT, max_pto_interval=0.01))
+    _send(recovery, [0], 0.0)
+    pto = _pto(recovery)
+    assert pto > 0.01 and recovery.get_timer() == pytest.approx(pto)
 
 
 def test_no_timer_without_ack_eliciting_packets_in_flight() -> None:
