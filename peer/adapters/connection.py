@@ -114,6 +114,11 @@ class Stream:
                 transport.stop_sending(self.stream_id, code)
             self._connection._pump()
 
+    def limit_buffer(self, limit: int) -> None:
+        """``drain`` waits from ``limit`` buffered bytes on (instead of the transport's
+        send_buffer_limit): many streams at once each hold a small share."""
+        self._connection._live_transport().limit_buffer(self.stream_id, limit)
+
     def stop_reading(self, code: int = 0) -> None:
         """Tell the peer to stop sending (STOP_SENDING); what we write still goes."""
         transport = self._connection._transport

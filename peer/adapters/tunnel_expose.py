@@ -18,7 +18,7 @@ import structlog
 
 from peer.adapters.connection import Connection, Stream
 from peer.adapters.tunnel_links import TunnelLinks
-from peer.adapters.tunnel_pipe import PipeResult, TaskSet, read_header, splice
+from peer.adapters.tunnel_pipe import READ_LIMIT, PipeResult, TaskSet, read_header, splice
 from peer.adapters.tunnel_udp import ExposedFlows
 from peer.errors import PeerError
 from peer.tunnel.events import EventSink, Side, TunnelClosed, TunnelOpened, TunnelRefused
@@ -148,7 +148,7 @@ class Exposer:
         for address in addresses:
             try:
                 async with asyncio.timeout(timeout):
-                    return await asyncio.open_connection(address, accept.port, limit=2**20)
+                    return await asyncio.open_connection(address, accept.port, limit=READ_LIMIT)
             except TimeoutError:
                 last = Refusal(OpenStatus.UNREACHABLE, f"{where} did not answer in {timeout:g} s")
             except ConnectionRefusedError:

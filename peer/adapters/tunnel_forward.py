@@ -17,6 +17,7 @@ from peer.adapters.accept_queue import ConnectionRefused
 from peer.adapters.connection import Connection, Stream
 from peer.adapters.tunnel_links import TunnelLinks
 from peer.adapters.tunnel_pipe import (
+    READ_LIMIT,
     PipeResult,
     TaskSet,
     TunnelRefusedError,
@@ -117,7 +118,7 @@ class Forward:
             self.address = await self._udp.start(listen)
             return
         self._server = await asyncio.start_server(
-            self._spawn, listen.host, listen.port, limit=2**20, backlog=1024
+            self._spawn, listen.host, listen.port, limit=READ_LIMIT, backlog=1024
         )
         self.address = self._server.sockets[0].getsockname()[:2]
 

@@ -20,7 +20,7 @@ import structlog
 from peer.adapters.connection import Connection, Stream
 from peer.adapters.tunnel_forward import carry
 from peer.adapters.tunnel_links import TunnelLinks
-from peer.adapters.tunnel_pipe import TaskSet, read_header
+from peer.adapters.tunnel_pipe import READ_LIMIT, TaskSet, read_header
 from peer.adapters.tunnel_udp_forward import UdpForwarder
 from peer.errors import PeerError
 from peer.tunnel.events import EventSink, Side, TunnelRefused
@@ -143,7 +143,9 @@ class Gateway:
                 )
             )
 
-        server = await asyncio.start_server(client, where.host, where.port, backlog=1024)
+        server = await asyncio.start_server(
+            client, where.host, where.port, limit=READ_LIMIT, backlog=1024
+        )
         return _Listener(tcp=server, tasks=tasks)
 
 

@@ -24,6 +24,12 @@ from peer.errors import PeerError, PeerTimeout
 from peer.tunnel.wire import LENGTH, read_length
 
 CHUNK = 256 * 1024
+# What one tunnelled connection may buffer toward the peer before its TCP side is read no
+# further (the TCP window then pushes back on the client): enough for a megabyte of
+# round trip in flight, and a thousand connections stalled at once hold a gigabyte at most
+# rather than the transport's 4 MB each.
+STREAM_BUFFER = 1024 * 1024
+READ_LIMIT = 128 * 1024  # asyncio's StreamReader pauses the socket at twice this
 RESET_TCP = 1  # the stream's reset code when the TCP side was reset
 CLOSE_WAIT = 30.0  # how long the stream's end may take to be acknowledged, at most
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -62,6 +68,8 @@ async def splice(
     side's bytes already go, right behind the request: a new connection costs one round
     trip, not two. The stream's bytes reach the TCP side only once the gate passes; a
     gate that raises (a refusal) aborts both."""
+    with contextlib.suppress(PeerError):
+        stream.limit_buffer(STREAM_BUFFER)
     up = asyncio.ensure_future(_tcp_to_stream(reader, stream, result))
     down = asyncio.ensure_future(_stream_to_tcp(stream, writer, result, initial, gate))
     try:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from peer.adapters.tunnel_forward import carry, lookup
 from peer.adapters.tunnel_links import TunnelLinks
-from peer.adapters.tunnel_pipe import TaskSet
+from peer.adapters.tunnel_pipe import READ_LIMIT, TaskSet
 from peer.errors import PeerError
 from peer.tunnel.events import EventSink, Side, TunnelRefused
 from peer.tunnel.socks5 import (
@@ -65,7 +65,7 @@ class SocksServer:
         """Check that the peer is an exit for us, then listen."""
         await lookup(await self._links.get(self.via), "exit", exit=True)
         self._server = await asyncio.start_server(
-            self._spawn, listen.host, listen.port, limit=2**20, backlog=1024
+            self._spawn, listen.host, listen.port, limit=READ_LIMIT, backlog=1024
         )
         self.address = self._server.sockets[0].getsockname()[:2]
 

@@ -122,13 +122,20 @@ class TransportConnection(PacketReceiver):
         self._schedule(send)
 
     def writable(self, stream_id: int) -> bool:
-        """False while the stream buffers ``send_buffer_limit`` or more (wait for
-        StreamWritable)."""
+        """False while the stream buffers its limit or more (``send_buffer_limit``, or what
+        ``limit_buffer`` set; wait for StreamWritable)."""
         send = self._send_half(stream_id)
-        if send.buffered < self.config.send_buffer_limit:
+        if send.buffered < send.buffer_limit:
             return True
         send.want_writable = True
         return False
+
+    def limit_buffer(self, stream_id: int, limit: int) -> None:
+        """Buffer at most about ``limit`` bytes of this stream before ``writable`` turns
+        false: a tunnel carrying a thousand connections keeps each one's share small."""
+        if limit < 1:
+            raise StreamStateError("a stream's buffer limit must be positive")
+        self._send_half(stream_id).buffer_limit = limit
 
     def send_message(self, data: bytes) -> None:
         self._check_open()
@@ -232,7 +239,10 @@ class TransportConnection(PacketReceiver):
     # ------------------------------------------------------------------ helpers
 
     def _open(self, stream_id: int) -> None:
-        self._send[stream_id] = SendHalf(stream_id, self.config.initial_max_stream_data)
+        config = self.config
+        self._send[stream_id] = SendHalf(
+            stream_id, config.initial_max_stream_data, config.send_buffer_limit
+        )
         self._recv[stream_id] = ReceiveHalf(stream_id, self.config.initial_max_stream_data)
 
     def _finished(self, stream_id: int) -> bool:

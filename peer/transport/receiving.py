@@ -190,7 +190,6 @@ class PacketReceiver(PacketBuilder):
     def _on_ack(self, frame: f.AckFrame, now: float) -> None:
         acked, lost = self._recovery.on_ack_received(frame.ranges, frame.delay, now)
         if acked:
-            limit = self.config.send_buffer_limit
             for token in acked:
                 for record in token:  # type: ignore[attr-defined]
                     kind = record[0]
@@ -198,7 +197,7 @@ class PacketReceiver(PacketBuilder):
                         send = record[1]
                         was_done = send.done
                         send.on_acked(record[2], record[3], record[4])
-                        if send.want_writable and send.buffered < limit:
+                        if send.want_writable and send.buffered < send.buffer_limit:
                             send.want_writable = False
                             self._events.append(StreamWritable(send.stream_id))
                         if send.done and not was_done:

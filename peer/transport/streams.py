@@ -23,6 +23,7 @@ class SendHalf:
         "_buffer",
         "acked_to",
         "blocked_at",
+        "buffer_limit",
         "fin",
         "fin_acked",
         "fin_sent",
@@ -36,8 +37,9 @@ class SendHalf:
         "want_writable",
     )
 
-    def __init__(self, stream_id: int, limit: int) -> None:
+    def __init__(self, stream_id: int, limit: int, buffer_limit: int) -> None:
         self.stream_id = stream_id
+        self.buffer_limit = buffer_limit  # writable() is false from this many bytes on
         self._buffer = bytearray()
         self._base = 0  # stream offset of _buffer[0]
         self.sent = 0  # every byte below this went out at least once

@@ -157,6 +157,31 @@ def test_a_reader_that_stops_reading_bounds_the_writers_memory() -> None:
     assert StreamWritable(stream_id) in pair.events[a]
 
 
+def test_a_streams_own_buffer_limit_replaces_the_transports() -> None:
+    pair = Pair(TransportConfig(send_buffer_limit=4 * MIB))
+    a, b = pair.a, pair.b
+    small, large = a.open_stream(), a.open_stream()
+    a.limit_buffer(small, 128 * 1024)
+    chunk = bytes(32 * 1024)
+    written = {small: 0, large: 0}
+    for stream_id in (small, large):
+        while a.writable(stream_id) and written[stream_id] < 8 * MIB:
+            a.write(stream_id, chunk)
+            written[stream_id] += len(chunk)
+    assert written == {small: 128 * 1024, large: 4 * MIB}
+    got = bytearray()
+
+    def read_small() -> bool:
+        if _readable(b, small):
+            got.extend(_read_all(pair, b, small))
+        return len(got) == written[small]
+
+    pair.run(read_small)
+    assert StreamWritable(small) in pair.events[a]
+    with pytest.raises(StreamStateError):
+        a.limit_buffer(small, 0)
+
+
 def test_connection_flow_control_limits_all_streams_together() -> None:
     config = TransportConfig(initial_max_data=100_000, initial_max_stream_data=1 * MIB)
     pair = Pair(config)
