@@ -16,7 +16,9 @@ object per line on stdout, every wait with a deadline:
                        each megabyte, then {"event": "result", "status", "bytes",
                        "sha256", "seconds"}. ``--rate MB/s`` paces the reads (the
                        sender is held back by TCP's flow control); a line ``rate X`` on
-                       stdin changes the pace (0: as fast as it comes).
+                       stdin changes the pace (0: as fast as it comes). ``--socks
+                       HOST:PORT`` goes through a SOCKS5 server (CONNECT, no
+                       authentication): {"event": "refused", "reply"} when it refuses.
   udp-echo             answers each datagram with b"echo:" + the datagram.
   udp-ask IP PORT      sends datagrams of ``--sizes`` bytes one by one, each answered
                        before the next (retried after a second, three times at most):
@@ -187,11 +189,42 @@ class Pace:
                 self.rate = float(words[1]) * MB
 
 
-def fetch(url: str, rate: float, timeout: float) -> None:
+def socks_connect(proxy: str, host: str, port: int, timeout: float) -> socket.socket | str:
+    """A connection to ``host:port`` through the SOCKS5 server at ``proxy`` (HOST:PORT,
+    no authentication), or the name of the reply code that refused it."""
+    from peer.tunnel import socks5
+
+    proxy_host, _, proxy_port = proxy.rpartition(":")
+    sock = socket.create_connection((proxy_host, int(proxy_port)), timeout=timeout)
+    sock.sendall(socks5.encode_greeting([socks5.AuthMethod.NO_AUTHENTICATION]))
+    if _receive(sock, 2) != bytes((5, socks5.AuthMethod.NO_AUTHENTICATION)):
+        raise OSError("the SOCKS server wants authentication")
+    sock.sendall(socks5.encode_connect(host, port))
+    code, _, _ = socks5.parse_reply(_receive(sock, 10))  # (IPv4 bound address: 10 bytes)
+    if code is not socks5.ReplyCode.SUCCEEDED:
+        sock.close()
+        return code.name
+    return sock
+
+
+def _receive(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count and (chunk := sock.recv(count - len(data))):
+        data += chunk
+    return data
+
+
+def fetch(url: str, rate: float, timeout: float, socks: str | None = None) -> None:
     parts = urllib.parse.urlsplit(url)
     pace = Pace(rate)
     started = time.monotonic()
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    if socks is not None:
+        through = socks_connect(socks, parts.hostname or "", parts.port or 80, timeout)
+        if isinstance(through, str):
+            emit("refused", reply=through)
+            return
+        connection.sock = through  # (http.client connects only without one)
     connection.request("GET", parts.path or "/")
     response = connection.getresponse()
     digest, total, shown = hashlib.sha256(), 0, 0
@@ -326,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     get = tools.add_parser("fetch")
     get.add_argument("url")
     get.add_argument("--rate", type=float, default=0.0, help="MB/s (0: unpaced)")
+    get.add_argument("--socks", metavar="HOST:PORT", help="through this SOCKS5 server")
     for name in ("udp-echo", "tcp-echo"):
         server = tools.add_parser(name)
         server.add_argument("--ip", default="127.0.0.1")
@@ -344,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     _more_files()
     try:
         if args.tool == "fetch":
-            fetch(args.url, args.rate, args.timeout)
+            fetch(args.url, args.rate, args.timeout, args.socks)
         elif args.tool == "udp-echo":
             udp_echo(args.ip, args.port)
         elif args.tool == "udp-ask":
@@ -356,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             ttfb(args.ip, args.port, args.count, args.timeout)
         else:
             asyncio.run(many(args.ip, args.port, args.count, args.bytes, args.timeout))
-    except (OSError, TimeoutError, http.client.HTTPException) as exc:
+    except (OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
         emit("error", reason=f"{type(exc).__name__}: {exc}")
         return 1
     return 0

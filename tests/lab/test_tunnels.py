@@ -266,3 +266,64 @@ def test_a_peer_not_allowed_is_refused_on_both_sides(
         assert lines[-1] == f"peer: {reason}", lines
         assert not any("Traceback" in line for line in lines), lines
         assert bob.next("refused", timeout=10)["peer"] == "carol"
+
+
+def test_socks_connections_leave_from_the_exit_peer(
+    lab_factory: Callable[..., Lab], tmp_path: Path
+) -> None:
+    # bob is alice's exit (expose --exit): her SOCKS5 CONNECTs leave from bob's network.
+    lab = lab_factory(Lab.two_nats, a=PORT_RESTRICTED, b=PORT_RESTRICTED)
+    sha256 = make_blob(tmp_path / "blob", 5)
+    a, outside = lab.hosts["a"], lab.outside
+    with (
+        http_server(outside, tmp_path, HTTP_PORT, ip=outside.ip),
+        bob_exposes(lab, tmp_path, "--exit") as bob,
+        tunnel_process(a, "socks", tmp_path, "alice", "1080", "--via", "bob", "--no-probe") as (
+            _,
+            alice,
+        ),
+    ):
+        listening = alice.next("listening", timeout=30)
+        assert listening["protocol"] == "socks5" and listening["target"] == "bob", listening
+        url = f"http://{outside.ip}:{HTTP_PORT}/blob"
+        with tool(a, "fetch", url, "--socks", "127.0.0.1:1080", "--timeout", "30") as (_, out):
+            result = out.next("result", timeout=60)
+        assert result["bytes"] == 5 * 1024 * 1024 and result["sha256"] == sha256, result
+        opened = bob.next("tunnel_open", timeout=10)
+        assert opened["service"] == "exit" and opened["client"] == f"{outside.ip}:{HTTP_PORT}"
+        closed = bob.next("tunnel_closed", timeout=10)
+        assert closed["bytes_sent"] == alice.next("tunnel_closed", timeout=10)["bytes_received"]
+        # A private address (bob's router) is not for the exit to reach: refused, and said
+        # so on both sides and in the SOCKS reply.
+        private = f"http://{lab.routers['nat_b'].lan_ip}:{HTTP_PORT}/"
+        with tool(a, "fetch", private, "--socks", "127.0.0.1:1080", "--timeout", "30") as (_, out):
+            assert out.next(timeout=30) == {"event": "refused", "reply": "NOT_ALLOWED"}
+        assert bob.next("refused", timeout=10)["peer"] == "alice"
+        assert alice.next("refused", timeout=10)["peer"] == "bob"
+
+
+def test_publish_opens_a_public_port_on_the_server(
+    lab_factory: Callable[..., Lab], tmp_path: Path
+) -> None:
+    # bob, behind his NAT, publishes his web server on the rendezvous's public port 20080:
+    # anyone on the internet (the lab's outside host) downloads from it with plain HTTP.
+    lab = lab_factory(Lab.two_nats, a=PORT_RESTRICTED, b=PORT_RESTRICTED)
+    sha256 = make_blob(tmp_path / "blob", MEGABYTES)
+    publishing = ["--publish-ports", "20080-20081", "--publish-allow", "bob"]
+    b = lab.hosts["b"]
+    with (
+        rendezvous_process([*SERVER_ARGS, *publishing], lab.server.exec_prefix),
+        http_server(b, tmp_path, HTTP_PORT),
+        tunnel_process(
+            b, "publish", tmp_path, "bob", f"web=127.0.0.1:{HTTP_PORT}", "--public-port", "20080"
+        ) as (_, bob),
+    ):
+        published = bob.next("published", timeout=30)
+        assert published["public"] == f"{SERVER_ARGS[1].split(':')[0]}:20080", published
+        url = f"http://{published['public']}/blob"
+        with tool(lab.outside, "fetch", url, "--timeout", "30") as (_, out):
+            result = out.next("result", timeout=60)
+        assert result["bytes"] == SIZE and result["sha256"] == sha256, result
+        closed = bob.next("tunnel_closed", timeout=10)
+        response = closed["bytes_sent"]
+        assert isinstance(response, int) and SIZE < response < SIZE + 1000, closed
