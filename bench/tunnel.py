@@ -188,6 +188,14 @@ def ssh_forward(lab: Any, key: Path, forwards: dict[int, int]) -> Iterator[None]
         _end(process)
 
 
+def keep_reading(process: subprocess.Popen[bytes]) -> None:
+    """Read a tunnel command's status lines from here on and drop them: one pair per
+    connection fills a pipe nobody reads in a few hundred connections, and the command
+    then blocks writing its next line, the whole peer with it."""
+    assert process.stdout is not None
+    threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
+
+
 def _drain(stream: IO[bytes]) -> None:
     with contextlib.suppress(OSError, ValueError):
         while stream.read(65536):
@@ -224,6 +232,7 @@ def measure(kind: str, megabytes: int, connections: int, many: int) -> PathFigur
         ):
             echo.next("ready", timeout=15)
             bob.next("exposing", timeout=30)
+            keep_reading(bob.process)
             _progress(f"{path}: peer forward, {megabytes} MB")
             with tunnel_process(
                 a, "forward", state, "alice", str(FORWARD_SINK), "bob:sink", "--no-probe"
@@ -237,6 +246,7 @@ def measure(kind: str, megabytes: int, connections: int, many: int) -> PathFigur
                 a, "forward", state, "alice", str(FORWARD_ECHO), "bob:echo", "--no-probe"
             ) as (_, alice):
                 alice.next("listening", timeout=30)
+                keep_reading(alice.process)
                 result = first_bytes(lab, "127.0.0.1", FORWARD_ECHO, connections)
                 figures.first_byte_ms["peer forward"] = float(result["median_ms"])
                 figures.concurrent["peer forward"] = concurrent(lab, FORWARD_ECHO, many)
@@ -293,6 +303,7 @@ def publish(
         lab.hosts["b"], "publish", state, "bobpub", *services, *ports, "--no-probe"
     ) as (_, bob):
         bob.collect("published", 2, timeout=30)
+        keep_reading(bob.process)
         figures.mb_per_s["peer publish"] = throughput(lab, SERVER, PUBLIC_SINK, megabytes, timeout)
         result = first_bytes(lab, SERVER, PUBLIC_ECHO, connections)
         figures.first_byte_ms["peer publish"] = float(result["median_ms"])

@@ -8,9 +8,12 @@ import sys
 import structlog
 
 
-def configure_logging(*, verbose: bool = False, json: bool | None = None) -> None:
+def configure_logging(
+    *, verbose: bool = False, json: bool | None = None, level: int = logging.INFO
+) -> None:
     """Console rendering on a terminal, JSON lines otherwise; logs go to stderr so that
-    stdout stays free for a tool's own output."""
+    stdout stays free for a tool's own output. ``level`` is the least that is logged
+    (``verbose``: everything)."""
     if json is None:
         json = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
@@ -24,7 +27,7 @@ def configure_logging(*, verbose: bool = False, json: bool | None = None) -> Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.INFO
+            logging.DEBUG if verbose else level
         ),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,

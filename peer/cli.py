@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
 import os
 import signal
@@ -356,7 +357,9 @@ async def _cancelled_by_signals(command: Coroutine[Any, Any, int]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(verbose=args.verbose)
+    # The commands print their own status lines; the library's info logs (introduced,
+    # online) would only repeat them: warnings and up, unless --verbose.
+    configure_logging(verbose=args.verbose, level=logging.WARNING)
     try:
         return _run(args)
     except KeyboardInterrupt:  # (resolving a name, say: before the loop runs)

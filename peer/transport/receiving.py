@@ -108,9 +108,15 @@ class PacketReceiver(PacketBuilder):
                 raise PeerViolation(ErrorCode.FLOW_CONTROL_ERROR, "connection flow control")
         if stream_id < FIRST_USER_STREAM:
             self._read_messages(recv)
-        elif (recv.readable or recv.at_eof) and stream_id not in self._readable_told:
-            self._readable_told.add(stream_id)
-            self._events.append(StreamReadable(stream_id))
+        else:
+            if (recv.readable or recv.at_eof) and stream_id not in self._readable_told:
+                self._readable_told.add(stream_id)
+                self._events.append(StreamReadable(stream_id))
+            if recv.at_eof:
+                # The end came after everything was read (its own frame, a FIN alone): no
+                # read() will follow to finish the stream, so finish it here if our side
+                # is done too, or it is never forgotten and its slot never given back.
+                self._forget(stream_id)
 
     def _read_messages(self, recv: ReceiveHalf) -> None:
         if recv.readable:

@@ -182,6 +182,26 @@ def test_a_streams_own_buffer_limit_replaces_the_transports() -> None:
         a.limit_buffer(small, 0)
 
 
+def test_a_stream_whose_end_comes_alone_after_everything_was_read_is_forgotten() -> None:
+    # A tunnel's reply: the data, read at once, then the FIN in a frame of its own. No
+    # read() follows it, and the stream used to stay for ever (and, on the side that
+    # accepted it, kept the peer's stream slot: after max_streams such streams, no more).
+    pair = Pair()
+    a, b = pair.a, pair.b
+    stream_id = a.open_stream()
+    a.write(stream_id, b"request", end_stream=True)
+    pair.run(lambda: _readable(b, stream_id) == len(b"request") and a.sending_done(stream_id))
+    assert b.read(stream_id) == b"request" and b.at_eof(stream_id)
+    b.write(stream_id, b"reply")
+    pair.run(lambda: _readable(a, stream_id) == len(b"reply"))
+    assert a.read(stream_id) == b"reply"
+    b.write(stream_id, b"", end_stream=True)
+    limit = a.config.max_streams + 1  # b gives the slot back
+    pair.run(lambda: stream_id not in a._send and a._remote_limit == limit)
+    assert stream_id not in b._send
+    assert a.at_eof(stream_id) and a.reset_code(stream_id) is None
+
+
 def test_connection_flow_control_limits_all_streams_together() -> None:
     config = TransportConfig(initial_max_data=100_000, initial_max_stream_data=1 * MIB)
     pair = Pair(config)
