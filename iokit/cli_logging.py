@@ -26,9 +26,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else level
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else level),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

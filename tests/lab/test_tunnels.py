@@ -6,6 +6,7 @@ answers through a UDP forward; carol, not allowed, is refused on both sides."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import pytest
 
 from natlab import Lab, NatKind, NatSpec
 from natlab.bulk_driver import server_args
-from natlab.services import JsonLines, rendezvous_process
+from natlab.services import JsonLines, rendezvous_process, wait_for_line
 from natlab.tunnel_driver import (
     cut_off,
     http_server,
@@ -273,7 +274,7 @@ def test_socks_connections_leave_from_the_exit_peer(
 ) -> None:
     # bob is alice's exit (expose --exit): her SOCKS5 CONNECTs leave from bob's network.
     lab = lab_factory(Lab.two_nats, a=PORT_RESTRICTED, b=PORT_RESTRICTED)
-    sha256 = make_blob(tmp_path / "blob", 5)
+    sha256 = make_blob(tmp_path / "blob", MEGABYTES)
     a, outside = lab.hosts["a"], lab.outside
     with (
         http_server(outside, tmp_path, HTTP_PORT, ip=outside.ip),
@@ -286,9 +287,16 @@ def test_socks_connections_leave_from_the_exit_peer(
         listening = alice.next("listening", timeout=30)
         assert listening["protocol"] == "socks5" and listening["target"] == "bob", listening
         url = f"http://{outside.ip}:{HTTP_PORT}/blob"
-        with tool(a, "fetch", url, "--socks", "127.0.0.1:1080", "--timeout", "30") as (_, out):
-            result = out.next("result", timeout=60)
-        assert result["bytes"] == 5 * 1024 * 1024 and result["sha256"] == sha256, result
+        # curl as users run it, the host sent to the exit unresolved (--socks5-hostname).
+        curl = f"curl -sS --fail --max-time 60 --socks5-hostname 127.0.0.1:1080 {url} | sha256sum"
+        done = subprocess.run(
+            [*a.exec_prefix, "bash", "-c", f"set -o pipefail; {curl}"],
+            capture_output=True,
+            timeout=90,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[0].decode() == sha256
         opened = bob.next("tunnel_open", timeout=10)
         assert opened["service"] == "exit" and opened["client"] == f"{outside.ip}:{HTTP_PORT}"
         closed = bob.next("tunnel_closed", timeout=10)
@@ -312,11 +320,11 @@ def test_publish_opens_a_public_port_on_the_server(
     publishing = ["--publish-ports", "20080-20081", "--publish-allow", "bob"]
     b = lab.hosts["b"]
     with (
-        rendezvous_process([*SERVER_ARGS, *publishing], lab.server.exec_prefix),
+        rendezvous_process([*SERVER_ARGS, *publishing], lab.server.exec_prefix) as server,
         http_server(b, tmp_path, HTTP_PORT),
         tunnel_process(
             b, "publish", tmp_path, "bob", f"web=127.0.0.1:{HTTP_PORT}", "--public-port", "20080"
-        ) as (_, bob),
+        ) as (bob_process, bob),
     ):
         published = bob.next("published", timeout=30)
         assert published["public"] == f"{SERVER_ARGS[1].split(':')[0]}:20080", published
@@ -327,3 +335,15 @@ def test_publish_opens_a_public_port_on_the_server(
         closed = bob.next("tunnel_closed", timeout=10)
         response = closed["bytes_sent"]
         assert isinstance(response, int) and SIZE < response < SIZE + 1000, closed
+        # The owner goes offline: the gateway closes the port (it says so in its log),
+        # and the outside host is refused from then on.
+        bob_process.send_signal(signal.SIGTERM)
+        assert bob.next("stopped", timeout=20)["event"] == "stopped"
+        wait_for_line(server, lambda line: '"unpublished"' in line, 20)
+        after = subprocess.run(
+            [*lab.outside.exec_prefix, "curl", "-sS", "--max-time", "10", url],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert after.returncode == 7, after.stderr  # curl: "Failed to connect", refused
