@@ -30,6 +30,7 @@ from peer.errors import PeerError
 from peer.events import Connected, PathChanged
 from peer.transfer_cli import PeerSettings, online_line
 from peer.tunnel.events import TunnelEvent
+from peer.tunnel.http_route import site_name as http_site
 from peer.tunnel.specs import (
     ListenSpec,
     ServiceSpec,
@@ -118,16 +119,21 @@ def add_tunnel_commands(
         help="have the rendezvous open a public port for a local service (like frp, ngrok)",
         description=(
             "Log in and ask the rendezvous's gateway (rendezvous --publish-ports) to open "
-            "each --public-port (the n-th for the n-th SERVICE, NAME=HOST:PORT[/udp]); any "
-            "outside host reaching it is carried to SERVICE over an encrypted connection to "
-            "the gateway. The port closes when this stops; a lost connection is made "
-            "again and the ports published again. Runs until interrupted."
+            "a --public-port, or route an --http-host on its HTTP port (--publish-http), for "
+            "each SERVICE (NAME=HOST:PORT[/udp]), in order; any outside host reaching it is "
+            "carried to SERVICE over an encrypted connection to the gateway. The ports close "
+            "when this stops; a lost connection is made again and the ports published again. "
+            "Runs until interrupted."
         ),
     )
     publish.add_argument("services", nargs="+", type=_spec(parse_service), metavar="SERVICE")
     publish.add_argument(
-        "--public-port", action="append", required=True, type=_spec(public_port),
-        metavar="PORT", help="the public port for each SERVICE, in order (repeat)",
+        "--public-port", action=_Where, dest="where", type=_spec(public_port), metavar="PORT",
+        help="the public port of the next SERVICE, in order",
+    )  # fmt: skip
+    publish.add_argument(
+        "--http-host", action=_Where, dest="where", type=_spec(site_name), metavar="HOST",
+        help="or: the host name of the next SERVICE as a site on the server's HTTP port",
     )  # fmt: skip
     add_peer_options(publish)
 
@@ -144,7 +150,7 @@ class TunnelOptions:
     target: TargetSpec | None = None  # forward
     via: str | None = None  # socks
     credentials: dict[str, str] | None = None
-    public_ports: tuple[int, ...] = ()  # publish
+    where: tuple[int | str, ...] = ()  # publish: a public port or an HTTP site each
 
 
 def tunnel_options(args: argparse.Namespace, settings: PeerSettings) -> TunnelOptions:
@@ -158,13 +164,11 @@ def tunnel_options(args: argparse.Namespace, settings: PeerSettings) -> TunnelOp
             exit_private=args.exit_private,
         )
     if args.command == "publish":
-        if len(args.public_port) != len(args.services):
-            raise TunnelSpecError("give one --public-port for each SERVICE")
+        where = args.where or []
+        if len(where) != len(args.services):
+            raise TunnelSpecError("give one --public-port or --http-host for each SERVICE")
         return TunnelOptions(
-            peer=settings,
-            json=args.json,
-            services=tuple(args.services),
-            public_ports=tuple(args.public_port),
+            peer=settings, json=args.json, services=tuple(args.services), where=tuple(where)
         )
     if args.command == "socks":
         credentials = None
@@ -204,9 +208,28 @@ class Reporter:
 def run_tunnel(options: TunnelOptions) -> Coroutine[Any, Any, int]:
     if options.listen is not None:
         return _run_listener(options)
-    if options.public_ports:
+    if options.where:
         return _run_publish(options)
     return _run_expose(options)
+
+
+class _Where(argparse.Action):
+    """--public-port and --http-host into one list, in the order given: the n-th is the
+    n-th SERVICE's."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+        option_string: str | None = None,
+    ) -> None:  # fmt: skip
+        where = getattr(namespace, self.dest, None) or []
+        setattr(namespace, self.dest, [*where, values])
+
+
+def site_name(text: str) -> str:
+    try:
+        return http_site(text)
+    except ValueError as exc:
+        raise TunnelSpecError(str(exc)) from None
 
 
 def public_port(text: str) -> int:
@@ -215,7 +238,7 @@ def public_port(text: str) -> int:
 
 async def _run_publish(options: TunnelOptions) -> int:
     out = Reporter(options.json)
-    pairs = list(zip(options.services, options.public_ports, strict=True))
+    pairs = list(zip(options.services, options.where, strict=True))
     try:
         async with _open(options.peer) as me:
             _online(me, out)

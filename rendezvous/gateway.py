@@ -53,6 +53,13 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
         help="a peer name that may publish (repeat; default: any peer that logs in)",
     )
     group.add_argument(
+        "--publish-http",
+        type=int,
+        metavar="PORT",
+        help="one public HTTP port for every published site, routed by the Host header "
+        "(peer publish --http-host)",
+    )
+    group.add_argument(
         "--publish-max-per-peer",
         type=int,
         default=16,
@@ -62,15 +69,15 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def publish_config_from(args: argparse.Namespace) -> PublishConfig | None:
-    if args.publish_ports is None:
+    if args.publish_ports is None and args.publish_http is None:
         if args.publish_allow:
-            raise ConfigError("--publish-allow needs --publish-ports")
+            raise ConfigError("--publish-allow needs --publish-ports or --publish-http")
         return None
     host, _ = args.listen
     if ipaddress.ip_address(host).is_unspecified:
-        raise ConfigError("--publish-ports needs a concrete --listen IP (the gateway's)")
+        raise ConfigError("publishing needs a concrete --listen IP (the gateway's)")
     try:
-        low, high = (int(part) for part in args.publish_ports.split("-"))
+        low, high = (int(part) for part in (args.publish_ports or "1-0").split("-"))
         allow = None
         if args.publish_allow:
             allow = frozenset(canonical_name(name) for name in args.publish_allow)
@@ -79,6 +86,7 @@ def publish_config_from(args: argparse.Namespace) -> PublishConfig | None:
             allow=allow,
             host=host,
             max_ports_per_peer=args.publish_max_per_peer,
+            http_port=args.publish_http,
         )
     except InvalidName as exc:
         raise ConfigError(f"bad --publish-allow: {exc}") from None
@@ -143,8 +151,9 @@ async def run_gateway(
     while True:
         try:
             async with Peer(server, identity=identity, name=GATEWAY_NAME, config=peer_config) as me:
-                ports = f"{config.ports.start}-{config.ports.stop - 1}"
-                log.info("gateway_online", ports=ports, allow=sorted(config.allow or ["*"]))
+                ports = f"{config.ports.start}-{config.ports.stop - 1}" if config.ports else "-"
+                allow = sorted(config.allow or ["*"])
+                log.info("gateway_online", ports=ports, http=config.http_port, allow=allow)
                 await me.gateway(config, on_event=_log_event)
         except PeerError as exc:
             log.error("gateway_failed", reason=str(exc), retry_in=delay)

@@ -1,10 +1,12 @@
 """asyncio adapter: the rendezvous's publish gateway (``rendezvous --publish-ports``),
 itself a peer: publishers connect to it as to any peer (Noise-authenticated, encrypted,
 on the data-plane transport; the server introduced it, and the server alone holds its
-name), and ask with a PUBLISH stream for a public port. The gateway opens it and carries
-every outside connection (any TCP or UDP client, no toolkit needed) to the owner, as
-``peer forward`` would; the port closes when the PUBLISH stream or the owner's
-connection ends (the owner went offline, or stopped).
+name), and ask with a PUBLISH stream for a public port, or with PUBLISH_HTTP for a site on
+the shared HTTP port (``--publish-http``: routed by the Host of each connection's first
+request, peer.tunnel.http_route). The gateway carries every outside connection (any TCP
+or UDP client, no toolkit needed) to the owner, as ``peer forward`` would; the port or
+site closes when the PUBLISH stream or the owner's connection ends (the owner went
+offline, or stopped).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from peer.adapters.tunnel_pipe import READ_LIMIT, TaskSet, read_header
 from peer.adapters.tunnel_udp_forward import UdpForwarder
 from peer.errors import PeerError
 from peer.tunnel.events import EventSink, Side, TunnelRefused
+from peer.tunnel.http_route import HostDecodeError, error_response, head_end, request_host
 from peer.tunnel.policy import Refusal
 from peer.tunnel.publishing import Publication, PublishConfig, PublishTable
 from peer.tunnel.specs import ListenSpec, Protocol, TargetSpec, join_host_port
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 REQUEST_TIMEOUT = 30.0
+HEAD_TIMEOUT = 15.0  # an HTTP client that has not sent its request head by then is dropped
 UDP_IDLE_TIMEOUT = 60.0
 
 
@@ -52,6 +56,11 @@ class Gateway:
     async def run(self) -> None:
         """Serve publishers until cancelled."""
         self._me.screen_incoming(self._screen)
+        config, http = self.table.config, None
+        if config.http_port is not None:
+            http = await asyncio.start_server(
+                self._spawn_http, config.host, config.http_port, limit=READ_LIMIT, backlog=1024
+            )
         try:
             while True:
                 connection = await self._me.accept()
@@ -59,6 +68,8 @@ class Gateway:
                 self._tasks.spawn(self._serve_connection(connection))
         finally:
             self._me.screen_incoming(None)
+            if http is not None:
+                http.close()
             await self._tasks.close()
 
     def _screen(self, peer: str) -> str | None:
@@ -86,6 +97,9 @@ class Gateway:
         if isinstance(claimed, Refusal):
             self._refuse(stream, connection.peer, claimed)
             return
+        if claimed.site:
+            await self._site(stream, claimed)
+            return
         try:
             listener = await self._listen(claimed)
         except OSError as exc:
@@ -106,6 +120,60 @@ class Gateway:
             self.table.release(claimed)
             stream.forget()
             log.info("unpublished", owner=claimed.owner, service=claimed.service, public=public)
+
+    async def _site(self, stream: Stream, site: Publication) -> None:
+        """An HTTP site on the shared port: routed from its first request on, until the
+        PUBLISH stream ends."""
+        stream.write(OpenReply(OpenStatus.OK, f"{site.site}:{site.port}").encode())
+        log.info("published", owner=site.owner, service=site.service, site=site.site)
+        try:
+            await _until_ended(stream)
+        finally:
+            self.table.release(site)
+            stream.forget()
+            log.info("unpublished", owner=site.owner, service=site.service, site=site.site)
+
+    def _spawn_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._tasks.spawn(self._http_client(reader, writer))
+
+    async def _http_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Read the first request's head, find its site by Host, then carry the whole
+        connection (that head first) to the site's owner."""
+        head = b""
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT):
+                while (end := head_end(head)) is None:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        writer.close()
+                        return
+                    head += chunk
+            host = request_host(head[:end])
+        except HostDecodeError as exc:
+            writer.write(error_response(exc.status, str(exc)))
+            writer.close()
+            return
+        except (TimeoutError, OSError):
+            writer.close()
+            return
+        site = self.table.site(host)
+        if site is None:
+            writer.write(error_response(404, f"no site {host} here"))
+            writer.close()
+            return
+        await carry(
+            self._links,
+            site.owner,
+            OpenRequest(RequestKind.SERVICE, site.service),
+            reader,
+            writer,
+            emit=self._emit,
+            tunnel=next(self._ids),
+            service=site.service,
+            early=head,
+        )
 
     def _refuse(self, stream: Stream, peer: str, refusal: Refusal) -> None:
         self._emit(TunnelRefused(Side.EXPOSE, 0, peer, "publish", refusal.reason))

@@ -1,8 +1,9 @@
 """asyncio adapter: the publishing side (``peer publish``, ``Peer.publish``). The peer
 connects to the rendezvous's gateway (peer.adapters.tunnel_gateway), asks for each public
-port on a PUBLISH stream it keeps open, then serves the gateway's streams as an exposer
-that allows the gateway alone. When the connection ends (the gateway restarted, the
-network moved), the ports are closed by the gateway; it reconnects and publishes again.
+port (or HTTP site) on a PUBLISH stream it keeps open, then serves the gateway's streams
+as an exposer that allows the gateway alone. When the connection ends (the gateway
+restarted, the network moved), the gateway closes the ports; the publisher reconnects and
+publishes again.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ RETRY_FIRST, RETRY_MAX = 1.0, 30.0
 async def publish_until_cancelled(
     me: Peer,
     policy: ExposePolicy,
-    pairs: list[tuple[ServiceSpec, int]],
+    pairs: list[tuple[ServiceSpec, int | str]],
     links: TunnelLinks,
     emit: EventSink,
     *,
@@ -70,19 +71,22 @@ async def publish_until_cancelled(
 
 
 async def _publish_all(
-    connection: Connection, pairs: list[tuple[ServiceSpec, int]], emit: EventSink
+    connection: Connection, pairs: list[tuple[ServiceSpec, int | str]], emit: EventSink
 ) -> list[tuple[str, Stream]]:
     """Each public port opened, or TunnelRefusedError for the first the gateway refuses
     (a port taken, outside the range, a peer not allowed to publish)."""
     published: list[tuple[str, Stream]] = []
-    for service, port in pairs:
-        request = OpenRequest(RequestKind.PUBLISH, service.name, port, service.protocol)
+    for service, where in pairs:
+        if isinstance(where, str):  # an HTTP site on the gateway's shared port
+            name, what = f"{service.name}@{where}", f"the site {where}"
+            request = OpenRequest(RequestKind.PUBLISH_HTTP, name, protocol=service.protocol)
+        else:
+            what = f"public {service.protocol.value} port {where}"
+            request = OpenRequest(RequestKind.PUBLISH, service.name, where, service.protocol)
         stream, reply_of = await open_tunnel_stream(connection, request)
         reply = await answer_of(connection, reply_of)
         if reply.status is not OpenStatus.OK:
-            raise TunnelRefusedError(
-                f"the server refused public {service.protocol.value} port {port}: {reply.reason}"
-            )
+            raise TunnelRefusedError(f"the server refused {what}: {reply.reason}")
         published.append((reply.reason, stream))
         emit(_event(service, reply.reason))
     return published

@@ -26,6 +26,7 @@ from peer.adapters.tunnel_publish import publish_until_cancelled
 from peer.adapters.tunnel_socks import SocksServer
 from peer.errors import LocalProtocolError
 from peer.tunnel.events import EventSink, ignore
+from peer.tunnel.http_route import site_name
 from peer.tunnel.policy import ExposeConfig, ExposePolicy
 from peer.tunnel.publishing import PublishConfig
 from peer.tunnel.specs import (
@@ -141,15 +142,16 @@ class TunnelsMixin:
 
     async def publish(
         self,
-        publications: Iterable[tuple[ServiceSpec | str, int]],
+        publications: Iterable[tuple[ServiceSpec | str, int | str]],
         *,
         on_event: EventSink = ignore,
         retry: bool = True,
     ) -> None:
-        """Have the rendezvous's gateway open each public port (service, port) and carry
-        outside connections to the service, until cancelled. If the connection to the
-        gateway ends, reconnect and publish again (``retry``); a refusal raises."""
-        pairs = [(_service(service), port) for service, port in publications]
+        """Have the rendezvous's gateway open each public port, (service, port), or route
+        an HTTP site to it, (service, "host.example"), and carry outside connections to
+        the service, until cancelled. If the connection to the gateway ends, reconnect and
+        publish again (``retry``); a refusal raises."""
+        pairs = [(_service(service), _where(where)) for service, where in publications]
         if not pairs:
             raise LocalProtocolError("nothing to publish")
         config = ExposeConfig(
@@ -170,4 +172,13 @@ def _service(spec: ServiceSpec | str) -> ServiceSpec:
     try:
         return parse_service(spec) if isinstance(spec, str) else spec
     except TunnelSpecError as exc:
+        raise LocalProtocolError(str(exc)) from None
+
+
+def _where(where: int | str) -> int | str:
+    if isinstance(where, int):
+        return where
+    try:
+        return site_name(where)
+    except ValueError as exc:
         raise LocalProtocolError(str(exc)) from None

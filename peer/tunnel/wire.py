@@ -54,6 +54,7 @@ class RequestKind(IntEnum):
     LOOKUP = 3  # does the service exist for me, and is it TCP or UDP (the reply's reason)
     LOOKUP_EXIT = 4  # may I use this peer as a SOCKS exit (the name is "exit")
     PUBLISH = 5  # to the rendezvous's gateway: open public ``port`` for my service ``name``
+    PUBLISH_HTTP = 6  # to the gateway: route HTTP for a host to my service ("SERVICE@HOST")
 
 
 class OpenStatus(IntEnum):

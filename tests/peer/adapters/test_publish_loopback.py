@@ -137,3 +137,77 @@ async def test_only_the_allowed_names_may_publish() -> None:
                     pass
             async with published(server, public) as events:
                 assert any(isinstance(e, Published) for e in events)
+
+
+async def _site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An HTTP server that names itself (its port) in every answer."""
+    await reader.readuntil(b"\r\n\r\n")
+    body = f"site on {writer.get_extra_info('sockname')[1]}".encode()
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+    writer.write(body)
+    await writer.drain()
+    writer.close()
+
+
+async def _get(port: int, host: str | None) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    header = f"Host: {host}\r\n" if host is not None else ""
+    writer.write(f"GET / HTTP/1.1\r\n{header}\r\n".encode())
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+async def test_sites_on_the_shared_http_port_are_routed_by_host() -> None:
+    http = free_port_pair()
+    with publishing_server("--publish-http", str(http)) as (server, _, _):
+        async with asyncio.timeout(60):
+            sites = [await asyncio.start_server(_site, "127.0.0.1", 0) for _ in range(2)]
+            ports = [site.sockets[0].getsockname()[1] for site in sites]
+            events: list[TunnelEvent] = []
+            both = asyncio.Event()
+
+            def sink(event: TunnelEvent) -> None:
+                events.append(event)
+                if len([e for e in events if isinstance(e, Published)]) == 2:
+                    both.set()
+
+            try:
+                async with (
+                    Peer(server, identity=Identity.generate(), name="bob", config=CONFIG) as bob,
+                    Peer(
+                        server, identity=Identity.generate(), name="carol", config=CONFIG
+                    ) as carol,
+                ):
+                    sites_of = ((bob, ports[0], "a.example"), (carol, ports[1], "b.example"))
+                    tasks = [
+                        asyncio.ensure_future(
+                            me.publish([(f"web=127.0.0.1:{port}", host)], on_event=sink)
+                        )
+                        for me, port, host in sites_of
+                    ]
+                    waiting = asyncio.ensure_future(both.wait())
+                    await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                    for task in tasks:
+                        if task.done():
+                            task.result()  # (a refusal: raise it)
+                    assert {e.public for e in events if isinstance(e, Published)} == {
+                        f"a.example:{http}",
+                        f"b.example:{http}",
+                    }
+                    assert (await _get(http, "a.example")).endswith(f"site on {ports[0]}".encode())
+                    assert (await _get(http, f"B.example:{http}")).endswith(
+                        f"site on {ports[1]}".encode()
+                    )
+                    assert (await _get(http, "c.example")).startswith(b"HTTP/1.1 404 ")
+                    assert (await _get(http, None)).startswith(b"HTTP/1.1 400 ")
+                    with pytest.raises(TunnelRefusedError, match=r"the site a\.example is taken"):
+                        await carol.publish(
+                            [(f"web=127.0.0.1:{ports[1]}", "a.example")], retry=False
+                        )
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                for site in sites:
+                    site.close()

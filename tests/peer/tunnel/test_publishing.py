@@ -58,3 +58,22 @@ def test_a_peer_holds_at_most_its_share_of_ports() -> None:
     assert isinstance(third, Refusal) and "publishes 2 ports already" in third.reason
     with pytest.raises(ValueError):
         PublishConfig(ports=range(0, 10))
+
+
+def test_http_sites_have_one_owner_each_on_the_shared_port() -> None:
+    table = PublishTable(PublishConfig(http_port=8080))
+    site = OpenRequest(RequestKind.PUBLISH_HTTP, "web@Shop.Example")
+    first = table.claim("bob", site)
+    assert first == Publication("bob", "web", 8080, Protocol.TCP, "shop.example")
+    assert table.site("shop.example") == first
+    taken = table.claim("carol", OpenRequest(RequestKind.PUBLISH_HTTP, "web@shop.example"))
+    assert isinstance(taken, Refusal) and taken.status is OpenStatus.PORT_TAKEN
+    bad = table.claim("carol", OpenRequest(RequestKind.PUBLISH_HTTP, "web@bad_name"))
+    assert isinstance(bad, Refusal) and bad.status is OpenStatus.BAD_REQUEST
+    assert isinstance(first, Publication)
+    table.release(first)
+    assert table.site("shop.example") is None
+    no_http = PublishTable(PublishConfig(ports=range(8000, 8001))).claim("bob", site)
+    assert isinstance(no_http, Refusal) and "no HTTP sites" in no_http.reason
+    with pytest.raises(ValueError, match="one of the publish ports"):
+        PublishConfig(ports=range(8000, 8100), http_port=8080)
