@@ -42,6 +42,7 @@ class Stream:
         self._writable = asyncio.Event()
         self._finished = asyncio.Event()  # our side is acknowledged to its end, or reset
         self.stopped: int | None = None  # the peer asked us to stop sending (its code)
+        self._reset_code: int | None = None  # the peer reset its side (its code)
 
     def write(self, data: bytes) -> None:
         transport = self._connection._live_transport()
@@ -72,7 +73,10 @@ class Stream:
                 self._connection._pump()  # (a raised window may go out)
                 return data
             if transport.at_eof(self.stream_id):
+                # (The transport forgets a stream finished both ways, its reset code too:
+                # the code the event told us is kept here.)
                 code = transport.reset_code(self.stream_id)
+                code = self._reset_code if code is None else code
                 if code is not None:
                     raise PeerError(f"stream {self.stream_id} reset by the peer (code {code})")
                 return b""
@@ -265,6 +269,8 @@ class Connection:
         if kind is te.StreamReadable or kind is te.StreamReset:
             stream = self._streams.get(event.stream_id)  # type: ignore[union-attr]
             if stream is not None:
+                if kind is te.StreamReset:
+                    stream._reset_code = event.code  # type: ignore[union-attr]
                 stream._readable.set()
         elif kind is te.StreamWritable:
             stream_id = event.stream_id  # type: ignore[union-attr]

@@ -10,6 +10,7 @@ also gets in its reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 from typing import TYPE_CHECKING
@@ -98,7 +99,11 @@ class Exposer:
             _answer(stream, OpenReply(OpenStatus.OK, decision.protocol.value), end=True)
             return
         if isinstance(decision, Accept) and decision.protocol is Protocol.UDP:
-            decision = await flows.open(stream, decision, tunnel, self._emit)
+            try:
+                decision = await flows.open(stream, decision, tunnel, self._emit)
+            except PeerError as exc:  # (the forwarder left, or the connection ended)
+                self._gone(tunnel, connection.peer, service, stream, str(exc))
+                return
             if isinstance(decision, Accept):
                 return
         target = await self._connect(decision) if isinstance(decision, Accept) else decision
@@ -107,7 +112,12 @@ class Exposer:
             _answer(stream, OpenReply(target.status, target.reason), end=True)
             return
         reader, writer = target
-        stream.write(OpenReply(OpenStatus.OK).encode())
+        try:
+            stream.write(OpenReply(OpenStatus.OK).encode())
+        except PeerError as exc:  # the client left while we connected to its target
+            writer.close()
+            self._gone(tunnel, connection.peer, service, stream, str(exc))
+            return
         where = join_host_port(*writer.get_extra_info("peername")[:2])
         self._emit(TunnelOpened(Side.EXPOSE, tunnel, connection.peer, service, where))
         result = PipeResult()
@@ -130,6 +140,11 @@ class Exposer:
                 result.problem,
             )
         )
+
+    def _gone(self, tunnel: int, peer: str, service: str, stream: Stream, reason: str) -> None:
+        self._emit(TunnelClosed(Side.EXPOSE, tunnel, peer, service, 0, 0, reason))
+        stream.reset(REFUSED_CODE)
+        stream.forget()
 
     async def _connect(
         self, accept: Accept
@@ -173,8 +188,10 @@ class Exposer:
 
 def _answer(stream: Stream, reply: OpenReply, *, end: bool) -> None:
     """Write the reply; after a refusal or a lookup, end the stream both ways."""
-    stream.write(reply.encode())
+    with contextlib.suppress(PeerError):  # (the asking side may have gone meanwhile)
+        stream.write(reply.encode())
+        if end:
+            stream.write_eof()
+            stream.stop_reading(REFUSED_CODE)
     if end:
-        stream.write_eof()
-        stream.stop_reading(REFUSED_CODE)
         stream.forget()

@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable
 
 from peer.adapters.accept_queue import ConnectionRefused
-from peer.adapters.connection import Connection, Stream
+from peer.adapters.connection import Connection
 from peer.adapters.tunnel_links import TunnelLinks
 from peer.adapters.tunnel_pipe import (
     READ_LIMIT,
@@ -22,7 +22,7 @@ from peer.adapters.tunnel_pipe import (
     TaskSet,
     TunnelRefusedError,
     abort_tcp,
-    read_header,
+    open_tunnel_stream,
     splice,
 )
 from peer.adapters.tunnel_udp_forward import UdpForwarder
@@ -30,21 +30,6 @@ from peer.errors import PeerError
 from peer.tunnel.events import EventSink, Side, TunnelClosed, TunnelOpened, TunnelRefused
 from peer.tunnel.specs import ListenSpec, Protocol, TargetSpec, join_host_port
 from peer.tunnel.wire import OpenReply, OpenRequest, RequestKind
-
-REPLY_TIMEOUT = 30.0  # the exposing side connects within its own timeout, then answers
-
-
-async def open_tunnel_stream(
-    connection: Connection, request: OpenRequest
-) -> tuple[Stream, Callable[[], asyncio.Future[OpenReply]]]:
-    """A stream with the request written on it, and how to await the reply."""
-    stream = await connection.open_stream()
-    stream.write(request.encode())
-
-    def reply() -> asyncio.Future[OpenReply]:
-        return asyncio.ensure_future(_reply(stream))
-
-    return stream, reply
 
 
 async def answer_of(
@@ -60,10 +45,6 @@ async def answer_of(
         if closed.startswith(prefix):
             raise ConnectionRefused(connection.peer, closed.removeprefix(prefix)) from None
         raise
-
-
-async def _reply(stream: Stream) -> OpenReply:
-    return OpenReply.parse(await read_header(stream, REPLY_TIMEOUT, "reply from the peer"))
 
 
 async def lookup(connection: Connection, service: str, *, exit: bool = False) -> Protocol:

@@ -118,7 +118,7 @@ class Gateway:
         finally:
             await listener.aclose()
             self.table.release(claimed)
-            stream.forget()
+            _end_publication(stream)
             log.info("unpublished", owner=claimed.owner, service=claimed.service, public=public)
 
     async def _site(self, stream: Stream, site: Publication) -> None:
@@ -130,7 +130,7 @@ class Gateway:
             await _until_ended(stream)
         finally:
             self.table.release(site)
-            stream.forget()
+            _end_publication(stream)
             log.info("unpublished", owner=site.owner, service=site.service, site=site.site)
 
     def _spawn_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -177,8 +177,10 @@ class Gateway:
 
     def _refuse(self, stream: Stream, peer: str, refusal: Refusal) -> None:
         self._emit(TunnelRefused(Side.EXPOSE, 0, peer, "publish", refusal.reason))
-        stream.write(OpenReply(refusal.status, refusal.reason).encode())
-        stream.write_eof()
+        with contextlib.suppress(PeerError):
+            stream.write(OpenReply(refusal.status, refusal.reason).encode())
+            stream.write_eof()
+            stream.stop_reading(2)
         stream.forget()
 
     def _public_host(self) -> str:
@@ -236,6 +238,13 @@ class _Listener:
             await self._udp.aclose()
         if self._tasks is not None:
             await self._tasks.close()
+
+
+def _end_publication(stream: Stream) -> None:
+    """Our side of a PUBLISH stream ends with the port (the publisher's has already)."""
+    with contextlib.suppress(PeerError):
+        stream.write_eof()
+    stream.forget()
 
 
 async def _until_ended(stream: Stream) -> None:

@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from peer.adapters.connection import Stream
+from peer.adapters.connection import Connection, Stream
 from peer.errors import PeerError, PeerTimeout
-from peer.tunnel.wire import LENGTH, read_length
+from peer.tunnel.wire import LENGTH, OpenReply, OpenRequest, read_length
 
 CHUNK = 256 * 1024
+REPLY_TIMEOUT = 30.0  # the exposing side connects within its own timeout, then answers
+OPEN_TIMEOUT = 10.0  # waiting for the peer to allow one more stream
 # What one tunnelled connection may buffer toward the peer before its TCP side is read no
 # further (the TCP window then pushes back on the client): enough for a megabyte of
 # round trip in flight, and a thousand connections stalled at once hold a gigabyte at most
@@ -128,6 +130,32 @@ async def _stream_to_tcp(
         writer.write(data)
         result.received += len(data)
         await writer.drain()
+
+
+async def open_tunnel_stream(
+    connection: Connection, request: OpenRequest
+) -> tuple[Stream, Callable[[], asyncio.Future[OpenReply]]]:
+    """A stream with the request written on it, and how to await the reply; PeerTimeout
+    when the peer allows no more streams for OPEN_TIMEOUT (every slot held by a live
+    connection), so that the client is refused rather than left hanging."""
+    try:
+        async with asyncio.timeout(OPEN_TIMEOUT):
+            stream = await connection.open_stream()
+    except TimeoutError:
+        raise PeerTimeout(
+            f"{connection.peer} allows no more connections at once (no stream free within "
+            f"{OPEN_TIMEOUT:g} s)"
+        ) from None
+    stream.write(request.encode())
+
+    def reply() -> asyncio.Future[OpenReply]:
+        return asyncio.ensure_future(_reply(stream))
+
+    return stream, reply
+
+
+async def _reply(stream: Stream) -> OpenReply:
+    return OpenReply.parse(await read_header(stream, REPLY_TIMEOUT, "reply from the peer"))
 
 
 async def read_header(stream: Stream, timeout: float, what: str) -> bytes:

@@ -9,6 +9,7 @@ publishes again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import structlog
@@ -16,9 +17,9 @@ import structlog
 from peer.adapters.accept_queue import ConnectionRefused
 from peer.adapters.connection import Connection, Stream
 from peer.adapters.tunnel_expose import Exposer
-from peer.adapters.tunnel_forward import answer_of, open_tunnel_stream
+from peer.adapters.tunnel_forward import answer_of
 from peer.adapters.tunnel_links import TunnelLinks
-from peer.adapters.tunnel_pipe import TunnelRefusedError
+from peer.adapters.tunnel_pipe import TunnelRefusedError, open_tunnel_stream
 from peer.errors import PeerError
 from peer.tunnel.events import EventSink, Published
 from peer.tunnel.policy import ExposePolicy
@@ -64,7 +65,7 @@ async def publish_until_cancelled(
         finally:
             reason = connection.closed or "stopped"
             for (service, _), (public, stream) in zip(pairs, published, strict=True):
-                stream.forget()
+                _withdraw(stream)  # (the gateway frees the port at once, not at the close)
                 emit(_event(service, public, open=False, reason=reason))
         if not retry:
             raise PeerError(f"the gateway closed the connection: {connection.closed}")
@@ -76,20 +77,43 @@ async def _publish_all(
     """Each public port opened, or TunnelRefusedError for the first the gateway refuses
     (a port taken, outside the range, a peer not allowed to publish)."""
     published: list[tuple[str, Stream]] = []
-    for service, where in pairs:
-        if isinstance(where, str):  # an HTTP site on the gateway's shared port
-            name, what = f"{service.name}@{where}", f"the site {where}"
-            request = OpenRequest(RequestKind.PUBLISH_HTTP, name, protocol=service.protocol)
-        else:
-            what = f"public {service.protocol.value} port {where}"
-            request = OpenRequest(RequestKind.PUBLISH, service.name, where, service.protocol)
-        stream, reply_of = await open_tunnel_stream(connection, request)
-        reply = await answer_of(connection, reply_of)
-        if reply.status is not OpenStatus.OK:
-            raise TunnelRefusedError(f"the server refused {what}: {reply.reason}")
-        published.append((reply.reason, stream))
-        emit(_event(service, reply.reason))
+    try:
+        for service, where in pairs:
+            published.append(await _publish_one(connection, service, where))
+            emit(_event(service, published[-1][0]))
+    except BaseException:
+        for _, stream in published:  # all or none: a refused one withdraws the others
+            _withdraw(stream)
+        raise
     return published
+
+
+async def _publish_one(
+    connection: Connection, service: ServiceSpec, where: int | str
+) -> tuple[str, Stream]:
+    if isinstance(where, str):  # an HTTP site on the gateway's shared port
+        name, what = f"{service.name}@{where}", f"the site {where}"
+        request = OpenRequest(RequestKind.PUBLISH_HTTP, name, protocol=service.protocol)
+    else:
+        what = f"public {service.protocol.value} port {where}"
+        request = OpenRequest(RequestKind.PUBLISH, service.name, where, service.protocol)
+    stream, reply_of = await open_tunnel_stream(connection, request)
+    try:
+        reply = await answer_of(connection, reply_of)
+    except BaseException:
+        _withdraw(stream)
+        raise
+    if reply.status is not OpenStatus.OK:
+        _withdraw(stream)
+        raise TunnelRefusedError(f"the server refused {what}: {reply.reason}")
+    return reply.reason, stream
+
+
+def _withdraw(stream: Stream) -> None:
+    """End a PUBLISH stream both ways: the gateway closes that port or site now."""
+    with contextlib.suppress(PeerError):
+        stream.reset()
+    stream.forget()
 
 
 def _event(service: ServiceSpec, public: str, *, open: bool = True, reason: str = "") -> Published:

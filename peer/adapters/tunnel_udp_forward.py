@@ -9,15 +9,14 @@ import itertools
 from collections import deque
 
 from peer.adapters.tunnel_links import TunnelLinks
-from peer.adapters.tunnel_pipe import TaskSet, read_header
+from peer.adapters.tunnel_pipe import TaskSet, open_tunnel_stream
 from peer.adapters.tunnel_udp import Deliver, Flow
 from peer.errors import PeerError
 from peer.tunnel.events import EventSink, Side, TunnelClosed, TunnelOpened, TunnelRefused
 from peer.tunnel.specs import ListenSpec, Protocol, TargetSpec, join_host_port
-from peer.tunnel.wire import OpenReply, OpenRequest, RequestKind
+from peer.tunnel.wire import OpenRequest, RequestKind
 
 MAX_WAITING = 64  # datagrams of one client kept while its flow opens
-REPLY_TIMEOUT = 30.0
 
 ClientAddress = tuple[str, int]
 
@@ -89,9 +88,8 @@ class UdpForwarder:
         stream = None
         try:
             connection = await self._links.get(peer)
-            stream = await connection.open_stream()
-            stream.write(request.encode())
-            reply = OpenReply.parse(await read_header(stream, REPLY_TIMEOUT, "reply"))
+            stream, reply_of = await open_tunnel_stream(connection, request)
+            reply = await reply_of()
             if not reply.ok:
                 raise PeerError(reply.reason)
         except PeerError as exc:

@@ -27,7 +27,10 @@ class TransportConfig:
     # Flow control (RFC 9000 section 4): what the peer may send us before we read.
     initial_max_data: int = 16 * MIB  # the whole connection
     initial_max_stream_data: int = 4 * MIB  # each stream
-    max_streams: int = 128  # streams the peer may have open toward us at once
+    # Streams the peer may have open toward us at once: a tunnel holds one per forwarded
+    # connection (and per UDP flow, for its idle timeout), so a browser or a DNS forward
+    # needs hundreds.
+    max_streams: int = 1024
     # What one stream's writer may buffer before ``writable`` turns false (backpressure).
     send_buffer_limit: int = 4 * MIB
     # Messages ride a stream, each a 4-byte length and its bytes: at most this long.

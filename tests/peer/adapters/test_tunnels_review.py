@@ -1,5 +1,7 @@
-"""Review of the tunnels: each test here shows one defect found in review, on loopback with
-the real rendezvous, and is marked xfail(strict) until the defect is fixed."""
+"""Defects found in a review of the tunnels, each shown by a test on loopback with the real
+rendezvous, and each fixed since: a reset after the client's half-close, the 129th
+concurrent connection, publishing after a cancelled or partly refused publish, a client
+gone while its target connects."""
 
 from __future__ import annotations
 
@@ -105,12 +107,6 @@ async def _read_to_eof_then_reset(
     _rst(writer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stream reset that arrives once our own end is acknowledged finishes the "
-    "stream in the transport, which forgets its reset code: Stream.read returns b'' and "
-    "the TCP client sees a clean FIN instead of the target's RST",
-)
 async def test_a_reset_after_the_client_half_closed_reaches_the_client_as_a_reset() -> None:
     async with target(_read_to_eof_then_reset) as port, pair([f"svc=127.0.0.1:{port}"]) as lab:
         async with asyncio.timeout(30):
@@ -139,12 +135,6 @@ async def _answer_at_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each tunnelled TCP connection holds one of the peer's 128 stream slots for its "
-    "whole life; the 129th waits in Connection.open_stream with no timeout and no event "
-    "(a browser behind peer socks opens more than that)",
-)
 async def test_a_new_connection_is_served_while_128_others_stay_open() -> None:
     async with target(_answer_at_eof) as port, pair([f"svc=127.0.0.1:{port}"]) as lab:
         async with asyncio.timeout(60):
@@ -205,12 +195,6 @@ async def _published(me: Peer, pairs: list[tuple[str, int]]) -> asyncio.Future[N
     return task
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cancelling Peer.publish only forgets its PUBLISH streams (tunnel_publish.py's "
-    "finally): the gateway keeps the port claimed while the connection lives, so "
-    "publishing it again is refused as taken (and outside clients reach nobody)",
-)
 async def test_publishing_again_after_cancelling_a_publish_gets_the_port() -> None:
     async with (
         target(_answer_at_eof) as port,
@@ -231,12 +215,6 @@ async def test_publishing_again_after_cancelling_a_publish_gets_the_port() -> No
             await asyncio.gather(again, return_exceptions=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when one port of a publish is refused, publish raises but the ports already "
-    "granted stay claimed at the gateway (their streams are neither ended nor reset), "
-    "leading outside clients to a peer that no longer serves them",
-)
 async def test_a_refused_publish_leaves_no_port_claimed() -> None:
     async with (
         target(_answer_at_eof) as port,
@@ -260,13 +238,6 @@ async def test_a_refused_publish_leaves_no_port_claimed() -> None:
 # --------------------------------------------------------------- errors as events
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the exposing side writes its OK reply without a guard (tunnel_expose.py "
-    "_serve_stream): a client gone (stream stopped) while the target was connecting "
-    "raises PeerError out of the task: a tunnel_task_failed traceback, no event, and the "
-    "target connection just opened is never closed by us",
-)
 async def test_a_client_gone_while_the_target_connects_is_an_event_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
