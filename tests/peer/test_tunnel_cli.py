@@ -99,7 +99,9 @@ def test_expose_and_forward_carry_a_connection_and_say_so(tmp_path: Path) -> Non
         ):
             listening = alice_out.next("listening", timeout=30)
             assert listening["protocol"] == "tcp" and listening["target"] == "bob:digest"
-            assert alice_out.next("connected", timeout=10)["path"] == "direct"
+            # One host: bob's private candidates (this host's interface addresses) reach him
+            # as well as his public endpoint does, and either may answer first; not the relay.
+            assert alice_out.next("connected", timeout=10)["path"] in {"direct", "lan"}
             local_port = int(str(listening["listen"]).rpartition(":")[2])
             payload = bytes(range(256)) * 8000
             assert _upload(local_port, payload) == hashlib.sha256(payload).digest()
