@@ -13,9 +13,12 @@ ALICE_PUBLIC = ("198.51.100.1", 40001)
 BOB_PUBLIC = ("198.51.100.2", 40002)
 
 
-def session_pair(config: SessionConfig | None = None) -> tuple[PeerSession, PeerSession]:
-    """(alice's session with bob, bob's session with alice), both at time 0."""
-    alice, bob = Identity.generate(), Identity.generate()
+def session_pair(
+    config: SessionConfig | None = None, identities: tuple[Identity, Identity] | None = None
+) -> tuple[PeerSession, PeerSession]:
+    """(alice's session with bob, bob's session with alice), both at time 0; new
+    identities unless ``identities`` (alice's, bob's) are given."""
+    alice, bob = identities or (Identity.generate(), Identity.generate())
     token = bytes(range(16))
     sessions = []
     for peer, me, public, role, seed in (
