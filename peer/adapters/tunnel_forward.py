@@ -13,7 +13,6 @@ import asyncio
 import itertools
 from collections.abc import Callable
 
-from peer.adapters.accept_queue import ConnectionRefused
 from peer.adapters.connection import Connection
 from peer.adapters.tunnel_links import TunnelLinks
 from peer.adapters.tunnel_pipe import (
@@ -23,6 +22,7 @@ from peer.adapters.tunnel_pipe import (
     TunnelRefusedError,
     abort_tcp,
     open_tunnel_stream,
+    raise_refusal,
     splice,
 )
 from peer.adapters.tunnel_udp_forward import UdpForwarder
@@ -35,15 +35,12 @@ from peer.tunnel.wire import OpenReply, OpenRequest, RequestKind
 async def answer_of(
     connection: Connection, reply_of: Callable[[], asyncio.Future[OpenReply]]
 ) -> OpenReply:
-    """The reply to a first request on a new connection. A peer that refuses us closes
-    the connection, and that close can overtake ``connect``'s answer: then this raises
-    ConnectionRefused with the peer's reason, as ``connect`` would have."""
+    """The reply to a first request on a new connection; ConnectionRefused when the peer
+    closed the connection instead (peer.adapters.tunnel_pipe.raise_refusal)."""
     try:
         return await reply_of()
     except PeerError:
-        closed, prefix = connection.closed or "", f"closed by {connection.peer}: "
-        if closed.startswith(prefix):
-            raise ConnectionRefused(connection.peer, closed.removeprefix(prefix)) from None
+        raise_refusal(connection)
         raise
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from peer.adapters.accept_queue import ConnectionRefused
 from peer.adapters.connection import Connection, Stream
 from peer.errors import PeerError, PeerTimeout
 from peer.tunnel.wire import LENGTH, OpenReply, OpenRequest, read_length
@@ -141,6 +142,9 @@ async def open_tunnel_stream(
     try:
         async with asyncio.timeout(OPEN_TIMEOUT):
             stream = await connection.open_stream()
+    except PeerError:
+        raise_refusal(connection)
+        raise
     except TimeoutError:
         raise PeerTimeout(
             f"{connection.peer} allows no more connections at once (no stream free within "
@@ -152,6 +156,15 @@ async def open_tunnel_stream(
         return asyncio.ensure_future(_reply(stream))
 
     return stream, reply
+
+
+def raise_refusal(connection: Connection) -> None:
+    """A peer that refuses us closes the connection, and that close can overtake
+    ``connect``'s answer (and the first stream or reply after it): if the peer closed it,
+    raise ConnectionRefused with the peer's reason, as ``connect`` would have."""
+    closed, prefix = connection.closed or "", f"closed by {connection.peer}: "
+    if closed.startswith(prefix):
+        raise ConnectionRefused(connection.peer, closed.removeprefix(prefix)) from None
 
 
 async def _reply(stream: Stream) -> OpenReply:
