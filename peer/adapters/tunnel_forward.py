@@ -26,10 +26,10 @@ from peer.adapters.tunnel_pipe import (
     splice,
 )
 from peer.adapters.tunnel_udp_forward import UdpForwarder
-from peer.errors import PeerError
+from peer.errors import PeerError, PeerTimeout
 from peer.tunnel.events import EventSink, Side, TunnelClosed, TunnelOpened, TunnelRefused
 from peer.tunnel.specs import ListenSpec, Protocol, TargetSpec, join_host_port
-from peer.tunnel.wire import OpenReply, OpenRequest, RequestKind
+from peer.tunnel.wire import OpenReply, OpenRequest, OpenStatus, RequestKind
 
 
 async def answer_of(
@@ -42,6 +42,13 @@ async def answer_of(
     except PeerError:
         raise_refusal(connection)
         raise
+
+
+def _missing_reply(exc: PeerError) -> OpenReply:
+    """The refusal a reply that never came amounts to, so that the client is told (a SOCKS
+    client gets its reply, with the reason in the refused event) instead of a bare reset."""
+    status = OpenStatus.UNREACHABLE if isinstance(exc, PeerTimeout) else OpenStatus.FAILED
+    return OpenReply(status, str(exc))
 
 
 async def lookup(connection: Connection, service: str, *, exit: bool = False) -> Protocol:
@@ -152,11 +159,18 @@ async def carry(
             stream.write(early)
     except PeerError as exc:
         emit(TunnelRefused(Side.FORWARD, tunnel, peer, service, str(exc)))
-        abort_tcp(writer)
+        if on_reply is None:
+            abort_tcp(writer)
+        else:  # (the SOCKS client reads why, then the end)
+            on_reply(_missing_reply(exc))
+            writer.close()
         return
 
     async def gate() -> None:
-        reply = await reply_of()
+        try:
+            reply = await reply_of()
+        except PeerError as exc:  # no reply: a timeout, the stream or the connection gone
+            reply = _missing_reply(exc)
         if on_reply is not None:
             on_reply(reply)
         if not reply.ok:

@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 import pytest
 
 from natlab.services import rendezvous_process
+from peer.adapters import tunnel_pipe
 from peer.adapters.peer import Peer, PeerConfig
+from peer.adapters.tunnel_expose import Exposer
 from peer.adapters.tunnel_pipe import TunnelRefusedError
 from peer.identity import Identity
 from peer.tunnel.events import TunnelEvent, TunnelOpened, TunnelRefused
@@ -146,3 +148,27 @@ async def test_a_peer_that_is_not_an_exit_is_an_error_at_start() -> None:
     async with socks_pair(exit=False) as (alice, _, _, _), asyncio.timeout(30):
         with pytest.raises(TunnelRefusedError, match="not an exit"):
             await alice.socks("0", via="bob")
+
+
+async def test_an_exit_that_never_answers_gets_the_client_a_socks_reply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # bob's exit is stuck connecting to the target, so alice's wait for its reply times
+    # out: her SOCKS client is told (host unreachable), not reset without a word.
+    async def stuck(*_: object) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(Exposer, "_connect", stuck)
+    monkeypatch.setattr(tunnel_pipe, "REPLY_TIMEOUT", 0.3)
+    async with socks_pair() as (alice, _, target_port, _), asyncio.timeout(30):
+        refused: list[TunnelEvent] = []
+        socks = await alice.socks("0", via="bob", on_event=refused.append)
+        try:
+            code, reader, writer = await _socks_connect(socks.address[1], "127.0.0.1", target_port)
+            assert code is ReplyCode.HOST_UNREACHABLE
+            assert await reader.read() == b""  # then the end, in order
+            writer.close()
+        finally:
+            await socks.aclose()
+        (event,) = [e for e in refused if isinstance(e, TunnelRefused)]
+        assert "no reply from the peer within 0.3 s" in event.reason
